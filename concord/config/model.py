@@ -1,0 +1,372 @@
+"""The stored config: pydantic models of what users write in concord.yaml (SPEC §2).
+
+These models mirror the file; nothing on the request path reads them. `engine.compile` turns a
+validated `Config` into the immutable graph that runs. The JSON Schema in
+`schemas/concord.schema.json` is generated from these models (`concord schema`), so the two
+cannot drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from concord.config.values import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "A duration: 250ms, 30s, 10m, 1h, 1d, or a number of seconds.",
+        }
+    ),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": SIZE_PATTERN},
+                {"type": "integer", "minimum": 0},
+            ],
+            "description": "A size: 512KiB, 8MiB, or a number of bytes.",
+        }
+    ),
+]
+Money = Annotated[float, Field(ge=0, description="US dollars.")]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+_SCALAR = {"type": ["string", "number", "boolean", "null"]}
+_MATCH_VALUE = {
+    "description": "A scalar (equality; strings may use * globs), a list (any of), "
+    "or a map of operators.",
+    "anyOf": [
+        _SCALAR,
+        {"type": "array", "items": _SCALAR},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {
+                "eq": _SCALAR,
+                "ne": _SCALAR,
+                "in": {"type": "array", "items": _SCALAR},
+                "not_in": {"type": "array", "items": _SCALAR},
+                "gt": {"type": "number"},
+                "gte": {"type": "number"},
+                "lt": {"type": "number"},
+                "lte": {"type": "number"},
+                "regex": {"type": "string"},
+                "exists": {"type": "boolean"},
+            },
+        },
+    ],
+}
+WHEN_FIELDS = (
+    "endpoint",
+    "model",
+    "workspace",
+    "key",
+    "user",
+    "tags",
+    "input_tokens",
+    "max_tokens",
+    "temperature",
+    "stream",
+    "tools",
+    "images",
+    "budget_used",
+)
+WHEN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Match conditions (SPEC §2.4.1). Keys are ANDed.",
+    "additionalProperties": False,
+    "properties": {
+        **{name: {"$ref": "#/$defs/MatchValue"} for name in WHEN_FIELDS},
+        "all": {"type": "array", "items": {"$ref": "#/$defs/When"}},
+        "any": {"type": "array", "items": {"$ref": "#/$defs/When"}},
+        "not": {"$ref": "#/$defs/When"},
+    },
+    "patternProperties": {
+        r"^header\.[A-Za-z0-9_-]+$": {"$ref": "#/$defs/MatchValue"},
+        r"^metadata\.[A-Za-z0-9_.-]+$": {"$ref": "#/$defs/MatchValue"},
+    },
+}
+_WHEN_PLACEHOLDER = "concord:when"
+When = Annotated[dict[str, Any], WithJsonSchema({"$comment": _WHEN_PLACEHOLDER})]
+SCHEMA_EXTRA_DEFS: dict[str, Any] = {"When": WHEN_SCHEMA, "MatchValue": _MATCH_VALUE}
+
+Endpoint = Literal["chat", "completions", "embeddings", "messages"]
+Period = Literal["day", "week", "month"]
+OnExceed = Literal["block", "downgrade"]
+Scope = Literal["key", "workspace", "user", "global"]
+
+
+class Stored(BaseModel):
+    """Base of every config model: unknown keys are errors (SPEC §2), values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ServerConfig(Stored):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body: Size = 8 * 1024 * 1024
+    max_concurrency: int = Field(default=0, ge=0, description="0 means unlimited.")
+    queue_timeout: Duration = 30.0
+    request_timeout: Duration = 600.0
+    cors_origins: list[str] = []
+    log_bodies: bool = False
+
+
+class StorageConfig(Stored):
+    state: str = Field(default="memory", description="`memory` or a redis:// URL.")
+    database: str = Field(
+        default="sqlite:///concord.db",
+        description="sqlite:///path (relative to the config file) or a postgresql:// URL.",
+    )
+    state_failure: Literal["open", "closed"] = Field(
+        default="open",
+        description="When Redis is unreachable: `open` falls back to per-process counters, "
+        "`closed` refuses requests that need limits or budgets.",
+    )
+
+
+class DeclaredKey(Stored):
+    """A client key declared in the config by its SHA-256 (SPEC §2.8)."""
+
+    name: Name
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    workspace: str = "default"
+    user: str | None = None
+    tags: list[str] = []
+    expires: datetime | None = None
+
+
+class AuthConfig(Stored):
+    admin_key: str = ""
+    mode: Literal["keys", "open"] = "keys"
+    keys: list[DeclaredKey] = []
+
+
+class BudgetSpec(Stored):
+    limit_usd: Money
+    period: Period = "month"
+    on_exceed: OnExceed = "block"
+    downgrade_to: str | None = None
+
+
+class WorkspaceConfig(Stored):
+    budget: BudgetSpec | None = None
+    tags: list[str] = []
+    models: list[str] | None = Field(
+        default=None,
+        description="Catalog models (globs allowed) this workspace may see and call; "
+        "absent means all.",
+    )
+
+
+class ProviderConfig(Stored):
+    type: Literal["openai", "azure", "anthropic", "mock"]
+    base_url: str | None = None
+    api_keys: list[str] = []
+    api_version: str | None = None
+    timeout: Duration | None = None
+    max_connections: int = Field(default=200, ge=1)
+    headers: dict[str, str] = {}
+    key_cooldown: Duration | None = None
+    reply: str | None = Field(
+        default=None, description="mock only: a fixed reply instead of echoing the prompt."
+    )
+    latency: Duration = Field(default=0.0, description="mock only: delay before answering.")
+
+
+class Price(Stored):
+    input: Money = 0.0
+    output: Money = 0.0
+    cached_input: Money | None = None
+
+
+class TargetSpec(Stored):
+    target: str = Field(description="provider/upstream-model")
+    weight: float = Field(default=1.0, gt=0)
+
+
+class ModelConfig(Stored):
+    targets: list[str | TargetSpec] = Field(min_length=1)
+    balance: Literal["priority", "weighted", "round_robin", "least_latency"] = "priority"
+    price: Price | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Output tokens assumed when a request sets no max_tokens.",
+    )
+
+
+class RejectSpec(Stored):
+    status: int = Field(default=403, ge=400, le=599)
+    message: str = "Request rejected by policy"
+
+
+class Backoff(Stored):
+    initial: Duration = 0.25
+    max: Duration = 8.0
+    jitter: bool = True
+
+
+RetryOn = int | Literal["timeout", "connection"]
+
+
+class RetrySpec(Stored):
+    attempts: int = Field(default=2, ge=1, le=20)
+    backoff: Backoff = Backoff()
+    on: list[RetryOn] = [429, 500, 502, 503, 504, "timeout", "connection"]
+
+
+class BreakerSpec(Stored):
+    failures: int = Field(default=3, ge=1)
+    cooldown: Duration = 600.0
+
+
+class CacheSpec(Stored):
+    enabled: bool = True
+    ttl: Duration = 3600.0
+    when: When | None = None
+    scope: Literal["workspace", "global"] = "workspace"
+    max_entries: int = Field(default=10000, ge=1, description="Memory backend LRU bound.")
+
+
+ContextOverflow = Literal["fallback", "truncate", "summarize"]
+
+
+class Defaults(Stored):
+    timeout: Duration = 60.0
+    retry: RetrySpec = RetrySpec()
+    circuit_breaker: BreakerSpec = BreakerSpec()
+    key_cooldown: Duration = 300.0
+    context_overflow: ContextOverflow = "fallback"
+    cache: CacheSpec = CacheSpec()
+
+
+class ParamsSpec(Stored):
+    set: dict[str, Any] = {}
+    max: dict[str, float] = {}
+
+
+class Route(Stored):
+    name: Name
+    when: When | None = None
+    use: str | None = Field(default=None, description="A catalog model or $requested.")
+    fallbacks: list[str] = []
+    reject: RejectSpec | None = None
+    retry: RetrySpec | None = None
+    timeout: Duration | None = None
+    cache: Literal[False] | CacheSpec | None = None
+    limits: list[str] = []
+    params: ParamsSpec | None = None
+    context_overflow: ContextOverflow | None = None
+
+
+class BudgetRule(Stored):
+    name: Name
+    scope: Scope = "workspace"
+    limit_usd: Money
+    period: Period = "month"
+    on_exceed: OnExceed = "block"
+    downgrade_to: str | None = None
+    when: When | None = None
+
+
+class RateLimit(Stored):
+    name: Name
+    per: Scope = "key"
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    when: When | None = None
+
+
+class TestRequest(Stored):
+    model: str
+    endpoint: Endpoint = "chat"
+    workspace: str = "default"
+    key: str | None = None
+    user: str | None = None
+    tags: list[str] = []
+    headers: dict[str, str] = {}
+    metadata: dict[str, Any] = {}
+    input_tokens: int = Field(default=100, ge=0)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stream: bool = False
+    tools: bool = False
+    images: bool = False
+    budget_used: float = 0.0
+
+
+class TestExpect(Stored):
+    route: str | None = None
+    model: str | None = None
+    attempts: list[str] | None = None
+    reject: int | bool | None = Field(
+        default=None, description="true, or the expected rejection status."
+    )
+    cache: bool | None = None
+    limits: list[str] | None = None
+
+
+class TestCase(Stored):
+    __test__ = False  # not a pytest class
+
+    name: Name
+    request: TestRequest
+    expect: TestExpect
+
+
+class Config(Stored):
+    """A whole concord.yaml after includes are merged (SPEC §2)."""
+
+    version: Literal[1]
+    include: list[str] = []
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    auth: AuthConfig = AuthConfig()
+    workspaces: dict[str, WorkspaceConfig] = {}
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    routes: list[Route] = []
+    defaults: Defaults = Defaults()
+    budgets: list[BudgetRule] = []
+    rate_limits: list[RateLimit] = []
+    tests: list[TestCase] = []
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of concord.yaml, generated from the models above."""
+    schema = _link_when(Config.model_json_schema(mode="validation"))
+    schema.setdefault("$defs", {}).update(SCHEMA_EXTRA_DEFS)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://concord.dev/schemas/concord.schema.json",
+        "title": "Concord configuration",
+        **schema,
+    }
+
+
+def _link_when(node: Any) -> Any:
+    """Point every `when` placeholder at the shared When definition (pydantic cannot)."""
+    if isinstance(node, dict):
+        if node.get("$comment") == _WHEN_PLACEHOLDER:
+            return {"$ref": "#/$defs/When"}
+        return {key: _link_when(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_link_when(item) for item in node]
+    return node
