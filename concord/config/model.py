@@ -203,6 +203,9 @@ class TargetSpec(Stored):
 class ModelConfig(Stored):
     targets: list[str | TargetSpec] = Field(min_length=1)
     balance: Literal["priority", "weighted", "round_robin", "least_latency"] = "priority"
+    fallbacks: list[str] = Field(
+        default=[], description="Models tried in order once every target of this one failed."
+    )
     price: Price | None = None
     context_window: int | None = Field(default=None, gt=0)
     max_output_tokens: int | None = Field(

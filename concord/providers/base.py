@@ -94,10 +94,26 @@ class ContextLengthError(UpstreamStatusError):
 
 
 class Provider(Protocol):
-    """What every adapter offers. `wire` is the format its bodies are in."""
+    """What every adapter offers.
+
+    `wire` is the format its chat bodies are in; `native` lists the endpoints it accepts as-is
+    (openai/azure: chat, completions, embeddings; anthropic: messages; mock: all four). The data
+    plane passes a request through untouched when its endpoint is native to the provider, and
+    translates chat <-> messages otherwise.
+    """
 
     name: str
     wire: Wire
+    native: frozenset[UpstreamEndpoint]
+
+    @property
+    def available(self) -> bool:
+        """False when every API key is cooling down or none is configured."""
+        ...
+
+    def key_status(self) -> list[dict[str, Any]]:
+        """Per key: a masked label (never the key), and `cooldown_until` (epoch s) or None."""
+        ...
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
 
