@@ -27,17 +27,22 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only `chosen`'s module is imported, so each command starts fast."""
     parser = argparse.ArgumentParser(prog="concord", description="Concord LLM gateway.")
     parser.add_argument("--version", action="version", version=f"concord {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        module = _command_module(name)
-        if module is None:
-            continue
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command_parser)
+        if name == chosen:
+            module = _command_module(name)
+            if module is not None:
+                module.add_arguments(command_parser)
     return parser
+
+
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def _command_module(name: str):  # type: ignore[no-untyped-def]
@@ -50,12 +55,16 @@ def _command_module(name: str):  # type: ignore[no-untyped-def]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen_command(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
     module = _command_module(args.command)
+    if module is None:
+        print(f"concord {args.command}: not available in this build", file=sys.stderr)
+        return 2
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

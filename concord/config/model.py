@@ -359,8 +359,8 @@ def json_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://concord.dev/schemas/concord.schema.json",
-        "title": "Concord configuration",
         **schema,
+        "title": "Concord configuration",
     }
 
 
