@@ -1,0 +1,223 @@
+"""Concord against the bare pass-through floor (benchmarks/passthrough.py) on one core.
+
+    python benchmarks/bench_gateway.py [--duration 5]
+
+A tiny aiohttp upstream answers a fixed chat completion (and a short stream) on core 1; each proxy
+runs alone, pinned to core 0 with taskset; wrk (pinned to core 1) drives it at concurrency 8 and
+64. Reported: requests/s, p50 and p99 latency, streaming time to first byte (median of sequential
+requests) and peak RSS (VmHWM), plus Concord / pass-through ratios. Traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+PYTHON = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+BODY = '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":16}'
+STREAM_BODY = BODY[:-1] + ',"stream":true}'
+
+UPSTREAM = textwrap.dedent(
+    """
+    import asyncio, sys
+    from aiohttp import web
+    ANSWER = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o",'
+              b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},'
+              b'"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,'
+              b'"total_tokens":7}}')
+    CHUNK = (b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o",'
+             b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\\n\\n')
+    USAGE = (b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o",'
+             b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":8,"total_tokens":13}}\\n\\n')
+    async def chat(request):
+        body = await request.json()
+        if not body.get("stream"):
+            return web.Response(body=ANSWER, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for _ in range(8):
+            await response.write(CHUNK)
+        await response.write(USAGE + b"data: [DONE]\\n\\n")
+        await response.write_eof()
+        return response
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    """
+)
+LUA = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[%s]]\n'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited")
+        try:
+            httpx.post(url + "/v1/chat/completions", content=BODY, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start")
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+
+
+def wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, float]:
+    argv = pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"])
+    out = subprocess.run(
+        [*argv, "-s", str(script), url + "/v1/chat/completions"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": _latency(out, "50%"), "p99": _latency(out, "99%")}
+
+
+def _latency(out: str, label: str) -> float:
+    match = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def ttft(url: str, samples: int = 50) -> float:
+    times = []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(samples):
+            started = time.perf_counter()
+            with client.stream(
+                "POST",
+                url + "/v1/chat/completions",
+                content=STREAM_BODY,
+                headers={"content-type": "application/json"},
+            ) as response:
+                first = None
+                for _chunk in response.iter_raw():
+                    if first is None:
+                        first = (time.perf_counter() - started) * 1000
+                times.append(first if first is not None else float("nan"))
+    return statistics.median(times)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(name: str, argv: list[str], port: int, duration: int, scripts: dict) -> dict:
+    proc = subprocess.Popen(pinned(0, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        result: dict[str, float] = {}
+        for connections in (8, 64):
+            wrk(url, connections, 1, scripts["plain"])  # warm up
+            numbers = wrk(url, connections, duration, scripts["plain"])
+            result.update({f"{key}@{connections}": value for key, value in numbers.items()})
+        result["ttft_ms"] = ttft(url)
+        result["rss_mib"] = peak_rss_mib(_child_pid(proc))
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _child_pid(proc: subprocess.Popen[bytes]) -> int:
+    """The python process under taskset (taskset execs, so it is the same pid)."""
+    return proc.pid
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="concord-bench-"))
+    scripts = {"plain": work / "plain.lua"}
+    scripts["plain"].write_text(LUA % BODY)
+    (work / "upstream.py").write_text(UPSTREAM)
+    up_port = free_port()
+    upstream = subprocess.Popen(pinned(1, [PYTHON, str(work / "upstream.py"), str(up_port)]))
+    try:
+        time.sleep(1.0)
+        up_url = f"http://127.0.0.1:{up_port}"
+        config = work / "concord.yaml"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                version: 1
+                auth: {{mode: open}}
+                providers:
+                  up: {{type: openai, base_url: "{up_url}/v1", api_keys: [bench]}}
+                models:
+                  gpt-4o: {{targets: [up/gpt-4o], price: {{input: 2.5, output: 10}}}}
+                """
+            )
+        )
+        floor_port, concord_port = free_port(), free_port()
+        floor = measure(
+            "passthrough",
+            [PYTHON, str(ROOT / "benchmarks" / "passthrough.py"), up_url, str(floor_port)],
+            floor_port,
+            args.duration,
+            scripts,
+        )
+        concord = measure(
+            "concord",
+            [
+                PYTHON,
+                "-m",
+                "concord.cli",
+                "serve",
+                "-c",
+                str(config),
+                "--port",
+                str(concord_port),
+                "--log-level",
+                "warning",
+            ],
+            concord_port,
+            args.duration,
+            scripts,
+        )
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
+    print(f"{'metric':<12}{'passthrough':>14}{'concord':>12}{'ratio':>10}")
+    for key in floor:
+        ratio = concord[key] / floor[key] if floor[key] else float("nan")
+        print(f"{key:<12}{floor[key]:>14.2f}{concord[key]:>12.2f}{ratio:>10.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""`concord serve`: run the gateway under uvicorn (SPEC §6).
+
+uvloop and httptools are used when installed. With `--workers N` uvicorn imports the app in each
+worker through `concord.gateway.app:app_from_env`, the config path travelling in $CONCORD_CONFIG.
+An invalid config prints its diagnostics and exits 1 before anything listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+GRACEFUL_SHUTDOWN = 30.0  # seconds in-flight requests and streams get to finish
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        help="config file (default: $CONCORD_CONFIG, $PROXY_CONFIG_PATH, ./concord.yaml)",
+    )
+    parser.add_argument("--host", help="listen address (default: server.host)")
+    parser.add_argument("--port", type=int, help="listen port (default: server.port)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+    )
+
+
+def config_path(explicit: str | None) -> str:
+    """SPEC §3.1, §6: -c, then $CONCORD_CONFIG, then $PROXY_CONFIG_PATH, then ./concord.yaml."""
+    return (
+        explicit
+        or os.environ.get("CONCORD_CONFIG")
+        or os.environ.get("PROXY_CONFIG_PATH")
+        or "concord.yaml"
+    )
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from concord.config.errors import ConfigError
+    from concord.config.load import load_graph
+    from concord.gateway.app import CONFIG_ENV, create_app_from_graph
+
+    path = str(Path(config_path(args.config)).absolute())
+    try:
+        graph = load_graph(path)
+    except ConfigError as exc:
+        print(f"concord serve: {path} is not a valid configuration:", file=sys.stderr)
+        for diagnostic in exc.diagnostics:
+            print(f"  {diagnostic.render()}", file=sys.stderr)
+        return 1
+    options = {
+        "host": args.host or graph.server.host,
+        "port": args.port if args.port is not None else graph.server.port,
+        "log_level": args.log_level,
+        "loop": "uvloop" if _installed("uvloop") else "asyncio",
+        "http": "httptools" if _installed("httptools") else "h11",
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
+        "access_log": args.log_level in ("debug", "trace"),
+        "server_header": False,
+    }
+    if args.workers > 1:
+        os.environ[CONFIG_ENV] = path
+        uvicorn.run(
+            "concord.gateway.app:app_from_env", factory=True, workers=args.workers, **options
+        )
+    else:
+        uvicorn.run(create_app_from_graph(graph), **options)
+    return 0

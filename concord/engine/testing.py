@@ -1,0 +1,95 @@
+"""Routing tests (SPEC §6): run the compiled `tests:` cases against the graph.
+
+Each case's request is decided with no runtime state: every circuit closed and every declared
+provider up, even one whose api_keys are unset here (CI runs routing tests without secrets);
+and each field of `expect` that was given is compared with the decision. A failure lists one
+line per field that differs, so `concord test` reads like a test runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from concord.engine.graph import Decision, Graph, RoutingTest, RuntimeView, TestExpectation
+
+# Circuits closed, round-robin at 0, weighted draw 0, every declared provider usable.
+TEST_RUNTIME = RuntimeView(assume_providers_available=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TestOutcome:
+    """The result of one routing test; `diffs` is empty when it passed."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    diffs: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.diffs
+
+
+def run_tests(graph: Graph) -> list[TestOutcome]:
+    """Every `tests:` case of the graph, in file order."""
+    return [run_test(graph, case) for case in graph.tests]
+
+
+def run_test(graph: Graph, case: RoutingTest) -> TestOutcome:
+    decision = graph.decide(case.context, TEST_RUNTIME)
+    return TestOutcome(case.name, tuple(compare(case.expect, decision)))
+
+
+def compare(expect: TestExpectation, decision: Decision) -> list[str]:
+    """One `field: expected X, got Y` line per expected field the decision does not satisfy."""
+    diffs: list[str] = []
+    if expect.route is not None and decision.route != expect.route:
+        diffs.append(_diff("route", expect.route, decision.route or "(no route matched)"))
+    if expect.model is not None and decision.model != expect.model:
+        diffs.append(_diff("model", expect.model, _model_text(decision)))
+    if expect.attempts is not None:
+        got = [a.target.id for a in decision.attempts]
+        if got != list(expect.attempts):
+            diffs.append(_diff("attempts", _list(expect.attempts), _list(got)))
+    if expect.reject is not None:
+        diffs.extend(_compare_reject(expect.reject, decision))
+    if expect.cache is not None and (decision.cache is not None) != expect.cache:
+        diffs.append(_diff("cache", _bool(expect.cache), _bool(decision.cache is not None)))
+    if expect.limits is not None:
+        got_limits = sorted(rule.name for rule in decision.rate_limits)
+        if got_limits != sorted(expect.limits):
+            diffs.append(_diff("limits", _list(sorted(expect.limits)), _list(got_limits)))
+    return diffs
+
+
+def _compare_reject(expected: int | bool, decision: Decision) -> list[str]:
+    rejection = decision.rejection
+    got = f"rejected with {rejection.status}" if rejection is not None else "not rejected"
+    if expected is True and rejection is None:
+        return [_diff("reject", "rejected", got)]
+    if expected is False and rejection is not None:
+        return [_diff("reject", "not rejected", got)]
+    if not isinstance(expected, bool) and (rejection is None or rejection.status != expected):
+        return [_diff("reject", f"rejected with {expected}", got)]
+    return []
+
+
+def _model_text(decision: Decision) -> str:
+    if decision.rejection is not None:
+        return f"(rejected with {decision.rejection.status})"
+    if decision.model is None:
+        return f"(model_not_found: '{decision.requested_model}')"
+    return decision.model
+
+
+def _diff(name: str, expected: str, got: str) -> str:
+    return f"{name}: expected {expected}, got {got}"
+
+
+def _list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(items) + "]"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"

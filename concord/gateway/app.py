@@ -1,0 +1,175 @@
+"""The Starlette application: routes, lifespan, and the state every request shares (SPEC §1, §3).
+
+`GatewayState.graph` is the one attribute hot reload swaps (`state.set_graph(new)`); everything
+derived from a graph (the config key store) is rebuilt lazily when it changes. Lifespan syncs the
+provider pool on start and closes it on shutdown, after uvicorn let in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from concord.engine.graph import Endpoint, Graph
+from concord.gateway import tokens
+from concord.gateway.attempts import AttemptRunner
+from concord.gateway.auth import (
+    ConfigKeyStore,
+    KeyStore,
+    Principal,
+    authenticate,
+    open_principal,
+)
+from concord.gateway.guards import Guards, NoGuards
+from concord.gateway.handlers import handle, list_models
+from concord.gateway.limits import ConcurrencyLimiter
+from concord.gateway.record import NullRecorder, Recorder
+from concord.gateway.respond import json_response
+from concord.gateway.runtime import RuntimeState
+from concord.providers.registry import ProviderPool
+
+CONFIG_ENV = "CONCORD_CONFIG"
+
+
+class GatewayState:
+    """Shared by all requests of one process; survives config reloads."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        pool: ProviderPool | None = None,
+        recorder: Recorder | None = None,
+        guards: Guards | None = None,
+        key_store: KeyStore | None = None,
+        runtime: RuntimeState | None = None,
+    ) -> None:
+        self.graph = graph
+        self.pool = pool or ProviderPool()
+        self.pool.sync(graph.providers)  # adapters open their sessions lazily, inside the loop
+        self.recorder: Recorder = recorder or NullRecorder()
+        self.guards: Guards = guards or NoGuards()
+        self.runtime = runtime or RuntimeState()
+        self.attempts = AttemptRunner(self.pool, self.runtime)
+        self.limiter = ConcurrencyLimiter(graph.server.max_concurrency, graph.server.queue_timeout)
+        self.started_at = time.time()
+        self.ready = False
+        self._key_store = key_store  # a database store, when one is plugged in
+        self._derived_for: Graph | None = None
+        self._config_keys: KeyStore = ConfigKeyStore({}, {})
+        self._anonymous = Principal()
+
+    def set_graph(self, graph: Graph) -> None:
+        """Swap in a new graph (hot reload): providers sync, the limiter follows the settings."""
+        self.pool.sync(graph.providers)
+        server = graph.server
+        if (server.max_concurrency, server.queue_timeout) != (
+            self.limiter.limit,
+            self.limiter.queue_timeout,
+        ):
+            self.limiter = ConcurrencyLimiter(server.max_concurrency, server.queue_timeout)
+        self.graph = graph
+
+    async def authenticate(self, graph: Graph, headers: Headers) -> Principal:
+        if graph is not self._derived_for:
+            self._config_keys = ConfigKeyStore(graph.auth.keys, graph.workspaces)
+            self._anonymous = open_principal(graph.workspaces)
+            self._derived_for = graph
+        store = self._key_store or self._config_keys
+        return await authenticate(
+            headers, store, open_mode=graph.auth.mode == "open", anonymous=self._anonymous
+        )
+
+
+def create_app_from_graph(
+    graph: Graph,
+    *,
+    recorder: Recorder | None = None,
+    guards: Guards | None = None,
+    key_store: KeyStore | None = None,
+    runtime: RuntimeState | None = None,
+    pool: ProviderPool | None = None,
+) -> Starlette:
+    """The gateway app serving `graph`; the keyword seams are for tests and later subsystems."""
+    state = GatewayState(
+        graph, pool=pool, recorder=recorder, guards=guards, key_store=key_store, runtime=runtime
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.pool.sync(state.graph.providers)
+        await asyncio.to_thread(tokens.warm)
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            await state.pool.close()
+
+    def endpoint(kind: Endpoint):  # type: ignore[no-untyped-def]
+        async def serve(request: Request) -> Response:
+            return await handle(state, request, kind)
+
+        serve.__name__ = f"serve_{kind}"
+        return serve
+
+    async def models(request: Request) -> Response:
+        return await list_models(state, request)
+
+    async def healthz(request: Request) -> Response:
+        return json_response(b'{"status":"ok"}', 200, {})
+
+    async def readyz(request: Request) -> Response:
+        if not state.ready:
+            return json_response(b'{"status":"starting"}', 503, {})
+        body = b'{"status":"ready","config":"' + state.graph.version.encode() + b'"}'
+        return json_response(body, 200, {})
+
+    routes = [
+        Route("/v1/chat/completions", endpoint("chat"), methods=["POST"]),
+        Route("/v1/completions", endpoint("completions"), methods=["POST"]),
+        Route("/v1/embeddings", endpoint("embeddings"), methods=["POST"]),
+        Route("/v1/messages", endpoint("messages"), methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/_health", healthz, methods=["GET"]),  # SPEC §3.1: V0 aliases
+        Route("/health", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    middleware = []
+    if graph.server.cors_origins:  # SPEC §3.1
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(graph.server.cors_origins),
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=["x-request-id", "x-concord-route", "x-concord-model"],
+            )
+        )
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.gateway = state
+    return app
+
+
+def create_app(config_path: str, *, env: Mapping[str, str] | None = None) -> Starlette:
+    """Load and compile `config_path` (raises ConfigError) and build the app serving it."""
+    from concord.config.load import load_graph
+
+    return create_app_from_graph(load_graph(config_path, env))
+
+
+def app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory` with several workers: the config path is in the env."""
+    return create_app(os.environ[CONFIG_ENV])

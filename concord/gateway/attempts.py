@@ -1,0 +1,285 @@
+"""The attempt loop: retries, fallbacks, circuit breakers, context overflow (SPEC §2.5).
+
+`AttemptRunner.run(job)` walks `Decision.attempts` in order. Each target is tried up to `tries`
+times, with exponential backoff and full jitter capped at `backoff.max`, or the upstream's
+Retry-After when it gave one; only failures listed in the retry policy are retried. A client error
+(400, 404, 422) is returned at once, except a context-length error, which is handled by the route's
+`context_overflow`. Every call gets `decision.timeout`, and the whole loop the request deadline.
+
+A stream counts as served once the provider opened it (its first event already read), so a stream
+may fail over only before any byte reached the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from concord.engine.graph import Attempt, Decision, Endpoint, RequestContext, RetryPolicy
+from concord.gateway.bridge import Bridge, bridge_for
+from concord.gateway.errors import GatewayError, UpstreamFailed
+from concord.gateway.overflow import summarize, truncate
+from concord.gateway.runtime import RuntimeState
+from concord.providers.base import (
+    ContextLengthError,
+    Provider,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamResponse,
+    UpstreamStatusError,
+    UpstreamStream,
+    UpstreamTimeout,
+)
+from concord.translate.anthropic_openai import error_message
+
+JSON = dict[str, Any]
+CLIENT_ERRORS = frozenset({400, 404, 422})  # SPEC §2.5: returned at once, never retried
+CLIENT_CAUSED = CLIENT_ERRORS | {413}
+
+
+class ProviderSource(Protocol):
+    def get(self, name: str) -> Provider: ...
+
+
+@dataclass(slots=True)
+class Job:
+    """What one request asks of the attempt loop."""
+
+    endpoint: Endpoint
+    body: JSON  # the client's body, route params applied
+    ctx: RequestContext
+    decision: Decision
+    deadline: float  # time.monotonic() by which everything must be done
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class Served:
+    """The attempt that answered, and its answer (a response or an open stream)."""
+
+    attempt: Attempt
+    bridge: Bridge
+    response: UpstreamResponse | None = None
+    stream: UpstreamStream | None = None
+    calls: int = 0
+    trail: list[str] = field(default_factory=list)
+
+
+class AttemptsFailed(UpstreamFailed):
+    """Every attempt failed; `calls` upstream calls were made."""
+
+    def __init__(self, message: str, *, status: int, calls: int, code: str | None = None) -> None:
+        super().__init__(message, status=status, code=code)
+        self.calls = calls
+
+
+class AttemptRunner:
+    def __init__(
+        self,
+        providers: ProviderSource,
+        runtime: RuntimeState,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.providers = providers
+        self.runtime = runtime
+        self.sleep = sleep
+        self.rand = rand
+
+    async def run(self, job: Job) -> Served:
+        attempts = job.decision.attempts
+        trail: list[str] = []
+        calls = 0
+        last: Exception | None = None
+        index = 0
+        while index < len(attempts):
+            attempt = attempts[index]
+            index += 1
+            try:
+                provider = self.providers.get(attempt.target.provider)
+                bridge = bridge_for(job.endpoint, provider.native)
+            except GatewayError as error:  # this target cannot serve the endpoint at all
+                trail.append(f"{attempt.target.id}: unsupported")
+                last = error
+                continue
+            body = bridge.request(job.body, attempt.target.upstream_model)
+            outcome = await self._target(job, attempt, provider, bridge, body, trail)
+            calls += outcome.calls
+            if outcome.served is not None:
+                outcome.served.calls = calls
+                outcome.served.trail = trail
+                return outcome.served
+            last = outcome.error
+            if isinstance(last, ContextLengthError) and outcome.skip_smaller:
+                index = _next_larger(attempts, index, attempt.context_window)
+        raise _all_failed(last, trail, calls)
+
+    async def _target(
+        self,
+        job: Job,
+        attempt: Attempt,
+        provider: Provider,
+        bridge: Bridge,
+        body: JSON,
+        trail: list[str],
+    ) -> _Outcome:
+        """Up to `attempt.tries` calls of one target."""
+        target = attempt.target.id
+        decision = job.decision
+        breakers = self.runtime.breakers
+        outcome = _Outcome()
+        reshaped = False
+        tries = 0
+        while tries < attempt.tries:
+            remaining = job.deadline - time.monotonic()
+            if remaining <= 0:
+                trail.append(f"{target}: deadline")
+                outcome.error = outcome.error or UpstreamTimeout("request deadline exceeded")
+                return outcome
+            if not breakers.admit(target):
+                trail.append(f"{target}: circuit_open")
+                return outcome
+            tries += 1
+            outcome.calls += 1
+            started = time.monotonic()
+            try:
+                served = await self._call(
+                    provider, bridge, body, min(decision.timeout, remaining), job.stream
+                )
+            except ContextLengthError as error:
+                breakers.success(target)  # the target answered; the request was too big
+                trail.append(f"{target}: context_length")
+                outcome.error = error
+                if reshaped or decision.context_overflow == "fallback":
+                    outcome.skip_smaller = decision.context_overflow == "fallback"
+                    return outcome
+                smaller = await self._reshape(job, attempt, provider, bridge, body)
+                if smaller is None:
+                    outcome.skip_smaller = True
+                    return outcome
+                body, reshaped = smaller, True
+                tries -= 1  # SPEC §2.5.1: the reshaped request is retried once more
+                continue
+            except UpstreamError as error:
+                self._failed(target, error, decision)
+                trail.append(f"{target}: {_describe(error)}")
+                outcome.error = error
+                if isinstance(error, UpstreamStatusError) and error.status in CLIENT_ERRORS:
+                    raise _client_error(error, outcome.calls) from None
+                if not _retryable(error, decision.retry) or tries >= attempt.tries:
+                    return outcome
+                delay = self._delay(decision.retry, tries, error.retry_after)
+                if delay >= job.deadline - time.monotonic():
+                    return outcome  # SPEC §2.5: Retry-After capped by the total deadline
+                await self.sleep(delay)
+                continue
+            except BaseException:
+                breakers.release(target)
+                raise
+            breakers.success(target)
+            self.runtime.observe_latency(target, (time.monotonic() - started) * 1000)
+            outcome.served = Served(attempt, bridge, **served)
+            return outcome
+        return outcome
+
+    async def _call(
+        self, provider: Provider, bridge: Bridge, body: JSON, timeout: float, stream: bool
+    ) -> dict[str, Any]:
+        request = UpstreamRequest(endpoint=bridge.upstream, body=body, timeout=timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                if stream:
+                    return {"stream": await provider.stream(request)}
+                return {"response": await provider.send(request)}
+        except TimeoutError:
+            raise UpstreamTimeout(f"{provider.name}: no answer within {timeout:g}s") from None
+
+    async def _reshape(
+        self, job: Job, attempt: Attempt, provider: Provider, bridge: Bridge, body: JSON
+    ) -> JSON | None:
+        """SPEC §2.5.1: a smaller body for the same target, or None when none can be made."""
+        window = attempt.context_window
+        if job.decision.context_overflow == "summarize":
+            remaining = job.deadline - time.monotonic()
+            smaller = await summarize(provider, bridge, body, window, min(10.0, remaining))
+            if smaller is not None:
+                return smaller
+        return truncate(bridge, body, window)
+
+    def _failed(self, target: str, error: UpstreamError, decision: Decision) -> None:
+        """Count towards the breaker only what says the target is unhealthy."""
+        unhealthy = isinstance(error, UpstreamTimeout | UpstreamConnectionError) or (
+            error.status is not None and error.status >= 500
+        )
+        if unhealthy:
+            self.runtime.breakers.failure(target, decision.breaker)
+        else:
+            self.runtime.breakers.release(target)
+
+    def _delay(self, retry: RetryPolicy, tries: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        backoff = retry.backoff
+        ceiling = min(backoff.max, backoff.initial * (2 ** (tries - 1)))
+        return ceiling * self.rand() if backoff.jitter else ceiling
+
+
+@dataclass(slots=True)
+class _Outcome:
+    served: Served | None = None
+    error: Exception | None = None
+    calls: int = 0
+    skip_smaller: bool = False  # context overflow: move on to a larger window
+
+
+def _retryable(error: UpstreamError, retry: RetryPolicy) -> bool:
+    if isinstance(error, UpstreamTimeout):
+        return retry.on_timeout
+    if isinstance(error, UpstreamConnectionError):
+        return retry.on_connection
+    return error.status is not None and error.status in retry.on_status
+
+
+def _describe(error: UpstreamError) -> str:
+    if isinstance(error, UpstreamTimeout | UpstreamConnectionError):
+        return error.kind
+    return str(error.status) if error.status is not None else error.kind
+
+
+def _next_larger(attempts: tuple[Attempt, ...], start: int, window: int | None) -> int:
+    """Index of the next attempt whose window is larger than `window` (SPEC §2.5.1 fallback)."""
+    for index in range(start, len(attempts)):
+        candidate = attempts[index].context_window
+        if window is None or candidate is None or candidate > window:
+            return index
+    return len(attempts)
+
+
+def _client_error(error: UpstreamStatusError, calls: int) -> AttemptsFailed:
+    status = error.status or 400
+    code = "context_length_exceeded" if isinstance(error, ContextLengthError) else None
+    return AttemptsFailed(_upstream_message(error), status=status, calls=calls, code=code)
+
+
+def _upstream_message(error: UpstreamError) -> str:
+    return error_message(error.body) if error.body is not None else error.message
+
+
+def _all_failed(last: Exception | None, trail: list[str], calls: int) -> GatewayError:
+    if isinstance(last, GatewayError) and calls == 0:
+        return last  # nothing was called: e.g. embeddings on a chat-only provider
+    if (
+        isinstance(last, UpstreamStatusError)
+        and last.status in CLIENT_CAUSED
+        and trail
+        and not trail[-1].endswith(("circuit_open", "deadline", "unsupported"))
+    ):
+        return _client_error(last, calls)  # SPEC §3: the last upstream status when client-caused
+    listed = "; ".join(trail) if trail else "no target was available"
+    return AttemptsFailed(f"All upstream attempts failed: {listed}", status=502, calls=calls)

@@ -1,0 +1,252 @@
+"""Between the client's endpoint and the target's: pass through or translate (SPEC §3).
+
+When the client's endpoint is native to the provider the body passes through untouched except
+`model` (unknown fields preserved). Otherwise the request is translated (messages ⇄ chat; legacy
+completions → chat, then → messages for an Anthropic target) and the answer translated back,
+streams included. Every answer carries the model name the client asked for.
+
+One exception to "untouched": an OpenAI-format stream always asks the upstream for usage
+(`stream_options.include_usage`), because spend is computed from it (SPEC §2.6); the usage chunk is
+removed again when the client did not ask for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from concord.engine.graph import Endpoint
+from concord.gateway.errors import InvalidRequest
+from concord.providers.base import SSEEvent, UpstreamEndpoint
+from concord.providers.sse import encode_event
+from concord.translate.anthropic_openai import (
+    anthropic_request_to_openai,
+    anthropic_response_to_openai,
+    openai_request_to_anthropic,
+    openai_response_to_anthropic,
+)
+from concord.translate.completions import (
+    ChatToCompletionStream,
+    chat_response_to_completion,
+    completion_request_to_chat,
+)
+from concord.translate.streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from concord.translate.usage import StreamUsageMeter, Usage, usage_from_anthropic, usage_from_openai
+
+JSON = dict[str, Any]
+_DONE = b"data: [DONE]\n\n"
+
+
+class Stage(Protocol):
+    """One step of a stream pipeline: upstream-side events in, client-side events out."""
+
+    def feed(self, event: SSEEvent) -> list[SSEEvent]: ...
+
+    def finish(self) -> list[SSEEvent]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    """How one client endpoint reaches one upstream endpoint."""
+
+    client: Endpoint
+    upstream: UpstreamEndpoint
+
+    @property
+    def passthrough(self) -> bool:
+        return self.client == self.upstream
+
+    @property
+    def upstream_wire(self) -> str:
+        return "anthropic" if self.upstream == "messages" else "openai"
+
+    def request(self, body: JSON, upstream_model: str) -> JSON:
+        """The upstream body: the client's, translated if needed, with the upstream model."""
+        client, upstream = self.client, self.upstream
+        if client == upstream:
+            out = dict(body)
+        elif client == "messages":
+            out = anthropic_request_to_openai(body)
+        elif client == "chat":
+            out = openai_request_to_anthropic(body)
+        else:  # completions
+            try:
+                out = completion_request_to_chat(body)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc), param="prompt") from None
+            if upstream == "messages":
+                out = openai_request_to_anthropic(out)
+        out["model"] = upstream_model
+        if out.get("stream") and self.upstream_wire == "openai" and self.upstream != "embeddings":
+            options = out.get("stream_options")
+            out["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+        return out
+
+    def usage(self, upstream_body: JSON) -> Usage:
+        if self.upstream == "messages":
+            return usage_from_anthropic(upstream_body)
+        return usage_from_openai(upstream_body)
+
+    def response(self, upstream_body: JSON, model: str) -> JSON:
+        """The upstream answer in the client's format, naming the requested `model`."""
+        client, upstream = self.client, self.upstream
+        if client == upstream:
+            upstream_body["model"] = model
+            return upstream_body
+        if client == "messages":
+            return openai_response_to_anthropic(upstream_body, model=model)
+        if client == "chat":
+            return anthropic_response_to_openai(upstream_body, model=model)
+        chat = upstream_body
+        if upstream == "messages":
+            chat = anthropic_response_to_openai(upstream_body, model=model)
+        out = chat_response_to_completion(chat)
+        out["model"] = model
+        return out
+
+    def relay(self, model: str, *, include_usage: bool, input_tokens: int) -> Relay:
+        """A stream translator from upstream events to client bytes."""
+        client, upstream = self.client, self.upstream
+        stages: list[Stage]
+        if upstream == "messages":
+            if client == "messages":
+                meter = StreamUsageMeter("anthropic")
+                stage: Any = AnthropicPassStage(model, meter)
+                return Relay([stage], lambda: meter.usage)
+            translator = AnthropicToOpenAIStream(model, include_usage=include_usage)
+            stages = [translator]
+            if client == "completions":
+                stages.append(ChatToCompletionStream())
+            return Relay(stages, lambda: translator.usage)
+        first = OpenAIPassStage(model, include_usage=include_usage or client == "messages")
+        stages = [first]
+        if client == "messages":
+            stages.append(OpenAIToAnthropicStream(model, input_tokens_hint=input_tokens))
+        elif client == "completions" and upstream == "chat":
+            stages.append(ChatToCompletionStream())  # copies the model the first stage set
+        return Relay(stages, lambda: first.usage)
+
+
+_BRIDGES: dict[tuple[str, frozenset[str]], Bridge] = {}
+
+
+def bridge_for(endpoint: Endpoint, native: frozenset[str]) -> Bridge:
+    """The bridge from a client endpoint to a provider with `native` endpoints (memoised)."""
+    key = (endpoint, native)
+    bridge = _BRIDGES.get(key)
+    if bridge is None:
+        bridge = _BRIDGES[key] = Bridge(endpoint, _upstream_endpoint(endpoint, native))
+    return bridge
+
+
+def _upstream_endpoint(endpoint: Endpoint, native: frozenset[str]) -> UpstreamEndpoint:
+    if endpoint in native:
+        return endpoint
+    if endpoint == "embeddings":
+        raise InvalidRequest(
+            "This model's provider does not offer embeddings.", param="model", code="unsupported"
+        )
+    if endpoint == "messages":
+        if "chat" in native:
+            return "chat"
+    elif "chat" in native:  # chat cannot be native here; completions prefers chat
+        return "chat"
+    if "messages" in native:
+        return "messages"
+    raise InvalidRequest(f"This model's provider cannot serve {endpoint} requests.", param="model")
+
+
+class OpenAIPassStage:
+    """OpenAI chunks through, as they came but for `model`; keeps usage, hides it if unasked."""
+
+    def __init__(self, model: str, *, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.usage = Usage()
+
+    def feed(self, event: SSEEvent) -> list[SSEEvent]:
+        data = event.data
+        if data == "[DONE]":
+            return [event]
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return [event]
+        if not isinstance(chunk, dict):
+            return [event]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage_from_openai(usage)
+        if not self.include_usage and "usage" in chunk:
+            if usage and not chunk.get("choices"):
+                return []  # the usage-only chunk the client did not ask for
+            del chunk["usage"]
+        if "model" in chunk:
+            chunk["model"] = self.model
+        return [SSEEvent(orjson.dumps(chunk).decode(), event.event)]
+
+    def finish(self) -> list[SSEEvent]:
+        return []
+
+
+class AnthropicPassStage:
+    """Anthropic events through untouched, but for the model named in `message_start`."""
+
+    def __init__(self, model: str, meter: StreamUsageMeter) -> None:
+        self.model = model
+        self.meter = meter
+
+    def feed(self, event: SSEEvent) -> list[SSEEvent]:
+        self.meter.observe(event)
+        if event.event == "message_start":
+            try:
+                payload = orjson.loads(event.data)
+                payload["message"]["model"] = self.model
+                return [SSEEvent(orjson.dumps(payload).decode(), event.event)]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return [event]
+        return [event]
+
+    def finish(self) -> list[SSEEvent]:
+        return []
+
+
+class Relay:
+    """A pipeline of stages; `feed`/`finish` return the bytes to send the client."""
+
+    def __init__(self, stages: Sequence[Stage], usage: Callable[[], Usage]) -> None:
+        self._stages = stages
+        self._usage = usage
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage()
+
+    def feed(self, event: SSEEvent) -> bytes:
+        events = [event]
+        for stage in self._stages:
+            events = [out for item in events for out in stage.feed(item)]
+            if not events:
+                return b""
+        return _encode(events)
+
+    def finish(self) -> bytes:
+        events: list[SSEEvent] = []
+        for stage in self._stages:
+            events = [out for item in events for out in stage.feed(item)] + stage.finish()
+        return _encode(events)
+
+
+def _encode(events: list[SSEEvent]) -> bytes:
+    if len(events) == 1:
+        event = events[0]
+        if event.data == "[DONE]":
+            return _DONE
+        return encode_event(event)
+    return b"".join(_DONE if e.data == "[DONE]" else encode_event(e) for e in events)

@@ -1,0 +1,245 @@
+"""One request through the gateway (SPEC §1):
+
+    auth → parse → decide → guards → attempts → provider → translate → respond → record
+
+`handle()` reads the current graph once and uses it to the end, so a reload never changes a
+request half-way (SPEC §4). Every answer, error or not, carries the x-request-id and x-concord-*
+headers (SPEC §3), and every request ends in exactly one usage record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from concord.engine.graph import Decision, Endpoint, Graph, RequestContext
+from concord.gateway.attempts import AttemptsFailed, Job, Served
+from concord.gateway.auth import Principal
+from concord.gateway.errors import ClientWire, GatewayError, ModelNotFound, PolicyRejected
+from concord.gateway.parse import apply_params, build_context, parse_json, read_body, validate
+from concord.gateway.record import UsageRecord
+from concord.gateway.respond import EventStreamResponse, StreamState, error_response, json_response
+from concord.translate.usage import Usage
+
+if TYPE_CHECKING:
+    from concord.gateway.app import GatewayState
+
+log = logging.getLogger("concord.gateway")
+
+
+class Call:
+    """What one request accumulated: for its headers and its usage record."""
+
+    __slots__ = (
+        "calls",
+        "ctx",
+        "decision",
+        "downgraded",
+        "endpoint",
+        "graph",
+        "principal",
+        "request_id",
+        "served",
+        "started",
+        "wall",
+        "wire",
+    )
+
+    def __init__(self, graph: Graph, endpoint: Endpoint, request_id: str) -> None:
+        self.graph = graph
+        self.endpoint = endpoint
+        self.wire: ClientWire = "anthropic" if endpoint == "messages" else "openai"
+        self.request_id = request_id
+        self.started = time.monotonic()
+        self.wall = time.time()
+        self.principal: Principal | None = None
+        self.ctx: RequestContext | None = None
+        self.decision: Decision | None = None
+        self.served: Served | None = None
+        self.downgraded: str | None = None
+        self.calls = 0
+
+    def headers(self) -> dict[str, str]:
+        """SPEC §3 response headers; the parts not yet known are left out."""
+        headers = {
+            "x-request-id": self.request_id,
+            "x-concord-config": self.graph.version,
+            "x-concord-cache": "bypass",
+            "x-concord-attempts": str(self.calls),
+        }
+        decision = self.decision
+        if decision is not None:
+            headers["x-concord-route"] = decision.route or "-"
+            if decision.model:
+                headers["x-concord-model"] = decision.model
+        if self.served is not None:
+            headers["x-concord-model"] = self.served.attempt.model
+            headers["x-concord-provider"] = self.served.attempt.target.provider
+        if self.downgraded:
+            headers["x-concord-downgraded"] = self.downgraded
+        return headers
+
+    def record(
+        self,
+        status: int,
+        usage: Usage | None = None,
+        *,
+        error: str | None = None,
+        first_byte_at: float | None = None,
+    ) -> UsageRecord:
+        principal = self.principal
+        served = self.served
+        usage = usage or Usage()
+        cost = 0.0
+        if served is not None:
+            catalog = self.graph.models.get(served.attempt.model)
+            price = catalog.price if catalog is not None else None
+            if price is not None:
+                cost = price.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        ctx = self.ctx
+        return UsageRecord(
+            request_id=self.request_id,
+            time=self.wall,
+            workspace=principal.workspace if principal else "default",
+            key=principal.key if principal else None,
+            user=ctx.user if ctx else (principal.user if principal else None),
+            requested_model=ctx.model if ctx else "",
+            model=served.attempt.model if served else None,
+            provider=served.attempt.target.provider if served else None,
+            target=served.attempt.target.id if served else None,
+            route=self.decision.route if self.decision else None,
+            endpoint=self.endpoint,
+            status=status,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            cost_usd=cost,
+            latency_ms=(time.monotonic() - self.started) * 1000,
+            ttft_ms=(first_byte_at - self.started) * 1000 if first_byte_at else None,
+            attempts=self.calls,
+            stream=bool(ctx and ctx.stream),
+            error_type=error,
+        )
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> Response:
+    graph = state.graph  # SPEC §4: read once; this request finishes on this graph
+    call = Call(graph, endpoint, request.headers.get("x-request-id") or new_request_id())
+    holding = False
+    try:
+        call.principal = await state.authenticate(graph, request.headers)
+        body = parse_json(await read_body(request, graph.server.max_body))
+        validate(endpoint, body)
+        await state.limiter.acquire()
+        holding = True
+        ctx = call.ctx = build_context(endpoint, body, call.principal, request.headers)
+        decision = call.decision = graph.decide(ctx, state.runtime.view(state.pool.unavailable()))
+        _check(decision, ctx)
+        admitted = await state.guards.admit(ctx, decision)
+        if admitted.model != decision.model:
+            call.downgraded = decision.model  # SPEC §2.6: x-concord-downgraded: <from>
+        decision = call.decision = admitted
+        job = Job(
+            endpoint=endpoint,
+            body=apply_params(body, decision.params),
+            ctx=ctx,
+            decision=decision,
+            deadline=call.started + graph.server.request_timeout,
+            stream=ctx.stream and endpoint != "embeddings",
+        )
+        served = call.served = await state.attempts.run(job)
+        call.calls = served.calls
+        if served.stream is not None:
+            response = _stream(state, call, served, body)
+            holding = False  # the stream releases the slot when it ends
+            return response
+        return await _answer(state, call, served)
+    except GatewayError as error:
+        if isinstance(error, AttemptsFailed):
+            call.calls = error.calls
+        await _finish(state, call, call.record(error.status, error=error.code))
+        return error_response(error, call.wire, call.headers())
+    except Exception:
+        log.exception("unhandled error serving %s", call.request_id)
+        error = GatewayError("Internal gateway error.")
+        await _finish(state, call, call.record(500, error="internal"))
+        return error_response(error, call.wire, call.headers())
+    finally:
+        if holding:
+            state.limiter.release()
+
+
+def _check(decision: Decision, ctx: RequestContext) -> None:
+    rejection = decision.rejection
+    if rejection is not None:
+        raise PolicyRejected(rejection.message, status=rejection.status, code=rejection.code)
+    if decision.not_found:
+        raise ModelNotFound(
+            f"The model '{ctx.model}' does not exist or you do not have access to it.",
+            param="model",
+        )
+
+
+async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
+    assert served.response is not None and call.ctx is not None
+    upstream_body = served.response.body
+    usage = served.bridge.usage(upstream_body)
+    content = orjson.dumps(served.bridge.response(upstream_body, call.ctx.model))
+    await _finish(state, call, call.record(200, usage))
+    return json_response(content, 200, call.headers())
+
+
+def _stream(state: GatewayState, call: Call, served: Served, body: dict) -> Response:
+    assert served.stream is not None and call.ctx is not None
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    relay = served.bridge.relay(
+        call.ctx.model, include_usage=include_usage, input_tokens=call.ctx.input_tokens
+    )
+
+    async def on_close(stream: StreamState) -> None:
+        try:
+            record = call.record(
+                stream.status, relay.usage, error=stream.error, first_byte_at=stream.first_byte_at
+            )
+            await _finish(state, call, record)
+        finally:
+            state.limiter.release()
+
+    return EventStreamResponse(served.stream, relay, call.wire, call.headers(), on_close)  # type: ignore[return-value]
+
+
+async def _finish(state: GatewayState, call: Call, record: UsageRecord) -> None:
+    state.recorder.record(record)
+    if call.ctx is not None and call.decision is not None:
+        try:
+            await state.guards.settle(call.ctx, call.decision, record)
+        except Exception:
+            log.exception("guards.settle failed for %s", call.request_id)
+
+
+async def list_models(state: GatewayState, request: Request) -> Response:
+    """GET /v1/models: the catalog models the caller's workspace may see (SPEC §3)."""
+    graph = state.graph
+    call = Call(graph, "chat", request.headers.get("x-request-id") or new_request_id())
+    try:
+        principal = await state.authenticate(graph, request.headers)
+    except GatewayError as error:
+        return error_response(error, call.wire, call.headers())
+    created = int(state.started_at)
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "concord"}
+        for name in graph.visible_models(principal.workspace)
+    ]
+    headers = {"x-request-id": call.request_id, "x-concord-config": graph.version}
+    return json_response(orjson.dumps({"object": "list", "data": data}), 200, headers)

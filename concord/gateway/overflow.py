@@ -1,0 +1,130 @@
+"""Context overflow by reshaping the request (SPEC §2.5.1 `truncate` and `summarize`).
+
+Both work on the upstream body (OpenAI chat or Anthropic messages: either keeps its turns in
+`messages`; system prompts are never dropped). `truncate` drops the oldest turns until the
+estimate fits the target's window; `summarize` asks the same target to condense the older turns
+into one message, and the caller falls back to `truncate` when that fails or times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from concord.gateway.bridge import Bridge
+from concord.gateway.tokens import estimate
+from concord.providers.base import Provider, UpstreamError, UpstreamRequest
+
+JSON = dict[str, Any]
+SHRINK = 0.75  # without a known window, aim for three quarters of the current estimate
+KEEP_RECENT = 2  # turns `summarize` leaves verbatim
+SUMMARY_TOKENS = 512
+_SYSTEM_ROLES = ("system", "developer")
+_PROMPT = (
+    "Summarise the conversation below in a few sentences, keeping every fact, name, number and "
+    "decision a reader needs to continue it. Reply with the summary only.\n\n"
+)
+
+
+def _kind(bridge: Bridge) -> str:
+    return "messages" if bridge.upstream == "messages" else "chat"
+
+
+def _budget(bridge: Bridge, body: JSON, window: int | None) -> int:
+    if window is None:
+        return int(estimate(_kind(bridge), body) * SHRINK)
+    reply = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    return max(window - (reply if isinstance(reply, int) else 0), 1)
+
+
+def truncate(bridge: Bridge, body: JSON, window: int | None) -> JSON | None:
+    """Drop the oldest non-system turns until the input fits; None when nothing can go."""
+    messages = body.get("messages")
+    if bridge.upstream not in ("chat", "messages") or not isinstance(messages, list):
+        return None
+    budget = _budget(bridge, body, window)
+    kept = list(messages)
+    dropped = False
+    out = dict(body)
+    while True:
+        out["messages"] = kept
+        if estimate(_kind(bridge), out) <= budget:
+            break
+        turns = [i for i, m in enumerate(kept) if m.get("role") not in _SYSTEM_ROLES]
+        if len(turns) <= 1:
+            break  # the last turn is the question itself: keep it
+        del kept[turns[0]]
+        dropped = True
+        # A conversation must open with a user turn: drop orphaned replies and tool results.
+        while True:
+            turns = [i for i, m in enumerate(kept) if m.get("role") not in _SYSTEM_ROLES]
+            if len(turns) > 1 and kept[turns[0]].get("role") != "user":
+                del kept[turns[0]]
+            else:
+                break
+    return out if dropped else None
+
+
+async def summarize(
+    provider: Provider, bridge: Bridge, body: JSON, window: int | None, timeout: float
+) -> JSON | None:
+    """Condense the older turns with the same target; None on failure or timeout."""
+    messages = body.get("messages")
+    if bridge.upstream not in ("chat", "messages") or not isinstance(messages, list):
+        return None
+    system = [m for m in messages if m.get("role") in _SYSTEM_ROLES]
+    turns = [m for m in messages if m.get("role") not in _SYSTEM_ROLES]
+    recent_start = max(len(turns) - KEEP_RECENT, 0)
+    while recent_start < len(turns) - 1 and turns[recent_start].get("role") != "user":
+        recent_start += 1  # the kept part opens with a user turn
+    older, recent = turns[:recent_start], turns[recent_start:]
+    if not older or timeout <= 0:
+        return None
+    transcript = "\n".join(f"{m.get('role')}: {_text(m.get('content'))}" for m in older)
+    request_body: JSON = {
+        "model": body.get("model"),
+        "messages": [{"role": "user", "content": _PROMPT + transcript}],
+        "max_tokens": SUMMARY_TOKENS,
+    }
+    request = UpstreamRequest(endpoint=bridge.upstream, body=request_body, timeout=timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            response = await provider.send(request)
+    except (UpstreamError, TimeoutError):
+        return None
+    summary = _reply_text(bridge, response.body)
+    if not summary:
+        return None
+    note = {"role": "user", "content": f"Summary of the earlier conversation: {summary}"}
+    if recent and recent[0].get("role") == "user":
+        recent = [_merge_user(note, recent[0]), *recent[1:]]
+        out = dict(body, messages=[*system, *recent])
+    else:
+        out = dict(body, messages=[*system, note, *recent])
+    return out
+
+
+def _merge_user(note: JSON, first: JSON) -> JSON:
+    """Anthropic needs alternating roles: fold the summary into the first kept user turn."""
+    content = first.get("content")
+    if isinstance(content, str):
+        return {**first, "content": f"{note['content']}\n\n{content}"}
+    if isinstance(content, list):
+        return {**first, "content": [{"type": "text", "text": note["content"]}, *content]}
+    return first
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
+    return ""
+
+
+def _reply_text(bridge: Bridge, body: JSON) -> str:
+    if bridge.upstream == "messages":
+        return _text(body.get("content")).strip()
+    choices = body.get("choices") or [{}]
+    message = choices[0].get("message") or {}
+    return _text(message.get("content")).strip()

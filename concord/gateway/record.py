@@ -1,0 +1,56 @@
+"""Usage records and where they go (SPEC §1: usage recorded async, batched, never lost).
+
+The handler builds one `UsageRecord` per request and hands it to a `Recorder`; `record()` must not
+block (the database writer queues and batches). `NullRecorder` is the default, `MemoryRecorder`
+keeps records in a list for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    time: float  # epoch seconds at the start of the request
+    workspace: str
+    key: str | None
+    user: str | None
+    requested_model: str
+    model: str | None  # the catalog model that served it
+    provider: str | None
+    target: str | None
+    route: str | None
+    endpoint: str
+    status: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    cache_hit: bool = False
+    attempts: int = 0
+    stream: bool = False
+    error_type: str | None = None
+
+
+class Recorder(Protocol):
+    def record(self, record: UsageRecord) -> None:
+        """Take ownership of one record without blocking the event loop."""
+        ...
+
+
+class NullRecorder:
+    def record(self, record: UsageRecord) -> None:
+        return None
+
+
+class MemoryRecorder:
+    def __init__(self) -> None:
+        self.records: list[UsageRecord] = []
+
+    def record(self, record: UsageRecord) -> None:
+        self.records.append(record)

@@ -1,0 +1,113 @@
+"""Responses: JSON answers, errors, and server-sent event streams (SPEC §3).
+
+`EventStreamResponse` is a small ASGI response of its own rather than Starlette's
+StreamingResponse because the gateway must know how a stream ended: it watches for the client's
+disconnect, and whatever happens (end, upstream failure, disconnect, shutdown) it closes the
+upstream stream and runs the request's `on_close` exactly once (usage record, concurrency slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from concord.gateway.bridge import Relay
+from concord.gateway.errors import ClientWire, GatewayError, UpstreamFailed
+from concord.providers.base import UpstreamError, UpstreamStream
+from concord.translate.anthropic_openai import error_message
+
+JSON_TYPE = "application/json"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def json_response(content: bytes, status: int, headers: Mapping[str, str]) -> Response:
+    return Response(content, status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+def error_response(error: GatewayError, wire: ClientWire, headers: dict[str, str]) -> Response:
+    if error.headers:
+        headers.update(error.headers)
+    return json_response(error.render(wire), error.status, headers)
+
+
+class StreamState:
+    """How a relayed stream went, read by the usage record once it is over."""
+
+    __slots__ = ("error", "first_byte_at", "status")
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.error: str | None = None
+        self.first_byte_at: float | None = None
+
+
+class EventStreamResponse:
+    """Relays an upstream event stream to the client, translated, until it ends or they leave."""
+
+    def __init__(
+        self,
+        upstream: UpstreamStream,
+        relay: Relay,
+        wire: ClientWire,
+        headers: Mapping[str, str],
+        on_close: Callable[[StreamState], Awaitable[None]],
+    ) -> None:
+        self.upstream = upstream
+        self.relay = relay
+        self.wire = wire
+        self.state = StreamState()
+        self.on_close = on_close
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw.append((b"content-type", b"text/event-stream; charset=utf-8"))
+        raw.extend((k.encode(), v.encode()) for k, v in SSE_HEADERS.items())
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pump = asyncio.ensure_future(self._pump(send))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+            if not pump.done():  # SPEC §2.5: the client left; abandon the upstream call
+                self.state.status = 499
+                self.state.error = "client_disconnected"
+        finally:
+            for task in (pump, watch):
+                task.cancel()
+            await asyncio.gather(pump, watch, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.upstream.aclose()
+            await self.on_close(self.state)
+
+    async def _pump(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async for chunk in self._chunks():
+            if chunk:
+                if self.state.first_byte_at is None:
+                    self.state.first_byte_at = time.monotonic()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        relay = self.relay
+        try:
+            async for event in self.upstream:
+                yield relay.feed(event)
+            yield relay.finish()
+        except UpstreamError as error:
+            # SPEC §2.5: after the first byte there is no failover; the client gets an error event.
+            self.state.status = 502
+            self.state.error = error.kind
+            detail = error_message(error.body) if error.body is not None else error.message
+            yield UpstreamFailed(f"The upstream stream failed: {detail}").sse(self.wire)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

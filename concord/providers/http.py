@@ -1,0 +1,340 @@
+"""What the HTTP adapters share: the pooled session, key rotation, timeouts, error mapping.
+
+Subclasses say where a request goes (`url`) and how a key is presented (`auth_headers`); this
+module turns every way an upstream call can fail into the `UpstreamError` tree of `base.py`.
+
+Timeouts (SPEC §2.5, per attempt): `send` gives the whole call `request.timeout`; `stream` gives
+connecting, the response headers and the first event `request.timeout`, then allows at most
+`request.timeout` of silence between chunks.
+
+A stream is complete only once its terminal event arrived (`data: [DONE]` for OpenAI wire,
+`message_stop` for Anthropic); a connection that ends before it, cleanly or not, raises
+`UpstreamConnectionError` from the iterator after the events that did arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+
+from concord.engine.graph import ProviderSpec
+from concord.providers.base import (
+    ContextLengthError,
+    SSEEvent,
+    UpstreamConnectionError,
+    UpstreamEndpoint,
+    UpstreamRequest,
+    UpstreamResponse,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    Wire,
+)
+from concord.providers.keys import COOLING_STATUSES, KeyRing
+from concord.providers.sse import SSEParser
+from concord.translate.anthropic_openai import error_message, is_context_length_message
+
+T = TypeVar("T")
+Call = Callable[[UpstreamRequest, "str | None"], Awaitable[T]]
+
+# The event that ends a complete stream, per wire; EOF before it means the stream was cut short.
+_TERMINAL = {"openai": "[DONE]", "anthropic": "message_stop"}
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or an HTTP date) or `retry-after-ms`."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        with contextlib.suppress(ValueError):
+            return max(float(millis) / 1000, 0.0)
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _encode_body(body: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # e.g. an integer beyond 64 bits, which orjson refuses
+        return json.dumps(body).encode()
+
+
+def _decode_body(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", errors="replace")
+
+
+def _error_code(body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return f"{error.get('code') or ''} {error.get('type') or ''}"
+    return ""
+
+
+def _describe(error: Exception) -> str:
+    """A connection failure in words; aiohttp's messages name host and port, never headers."""
+    detail = str(error) if isinstance(error, aiohttp.ClientConnectionError) else ""
+    return f"{type(error).__name__}: {detail[:200]}" if detail else type(error).__name__
+
+
+class HTTPProvider:
+    """Base of the openai, azure and anthropic adapters: one pooled aiohttp session each."""
+
+    wire: Wire = "openai"
+    native: frozenset[UpstreamEndpoint] = frozenset()
+    requires_key = True
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.keys = KeyRing(spec.api_keys, spec.key_cooldown)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    # -- what subclasses define --------------------------------------------------------------
+
+    def url(self, endpoint: UpstreamEndpoint, body: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def default_headers(self) -> dict[str, str]:
+        """Headers the API needs that a provider's `headers` may override."""
+        return {}
+
+    # -- the Provider protocol ---------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        if not len(self.keys):
+            return not self.requires_key
+        return self.keys.available
+
+    def key_status(self) -> list[dict[str, Any]]:
+        return self.keys.status()
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        return await self._with_keys(request, self._send_once)
+
+    async def stream(self, request: UpstreamRequest) -> HTTPStream:
+        return await self._with_keys(request, self._open_stream)
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session, created on first use inside the running loop (SPEC §2.2)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self.spec.max_connections)
+            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            self._loop = loop
+        return self._session
+
+    async def _with_keys(self, request: UpstreamRequest, call: Call[T]) -> T:
+        """SPEC §2.2: a key answered 401/403/429 cools down; the next healthy key is tried."""
+        if request.api_key is not None:
+            return await call(request, request.api_key)
+        if not len(self.keys):
+            if self.requires_key:
+                raise UpstreamStatusError(f"{self.name}: no API key configured", status=401)
+            return await call(request, None)
+        tried: list[str] = []
+        last: UpstreamStatusError | None = None
+        while (key := self.keys.first_healthy(exclude=tried)) is not None:
+            try:
+                return await call(request, key)
+            except UpstreamStatusError as error:
+                if error.status not in COOLING_STATUSES:
+                    raise
+                self.keys.cool_down(key, error.retry_after)
+                tried.append(key)
+                last = error
+        if last is not None:
+            raise last
+        raise UpstreamStatusError(
+            f"{self.name}: every API key is cooling down",
+            status=429,
+            retry_after=self.keys.ready_in(),
+        )
+
+    def _headers(self, request: UpstreamRequest, key: str | None) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            **self.default_headers(),
+            **self.spec.headers,
+            **request.headers,
+        }
+        headers.update(self.auth_headers(key))
+        return headers
+
+    def _scrub(self, text: str) -> str:
+        """Upstreams sometimes echo the key they rejected: never let it reach a log or client."""
+        for key in self.spec.api_keys:
+            if key and key in text:
+                text = text.replace(key, "***")
+        return text
+
+    def status_error(
+        self, status: int, headers: Mapping[str, str], raw: bytes
+    ) -> UpstreamStatusError:
+        body = _decode_body(raw)
+        if self.spec.api_keys:
+            body = _decode_body(self._scrub(json.dumps(body)).encode())
+        detail = self._scrub(error_message(body))
+        message = f"{self.name}: upstream answered {status}: {detail[:300]}"
+        retry_after = parse_retry_after(headers)
+        context = is_context_length_message(f"{detail} {_error_code(body)}")
+        kind = ContextLengthError if status in (400, 413, 422) and context else UpstreamStatusError
+        return kind(message, status=status, retry_after=retry_after, body=body)
+
+    async def _send_once(self, request: UpstreamRequest, key: str | None) -> UpstreamResponse:
+        url = self.url(request.endpoint, request.body)
+        timeout = aiohttp.ClientTimeout(total=request.timeout)
+        data = _encode_body(request.body)
+        try:
+            async with self.session().post(
+                url, data=data, headers=self._headers(request, key), timeout=timeout
+            ) as response:
+                raw = await response.read()
+                status, headers = response.status, response.headers
+        except TimeoutError as error:
+            raise UpstreamTimeout(f"{self.name}: no answer within {request.timeout:g}s") from error
+        except aiohttp.ClientError as error:
+            raise UpstreamConnectionError(f"{self.name}: {_describe(error)}") from error
+        if status >= 400:
+            raise self.status_error(status, headers, raw)
+        body = _decode_body(raw)
+        if not isinstance(body, dict):
+            raise UpstreamStatusError(
+                f"{self.name}: upstream answered {status} with a body that is not JSON",
+                status=502,
+            )
+        return UpstreamResponse(status=status, body=body, headers=dict(headers))
+
+    async def _open_stream(self, request: UpstreamRequest, key: str | None) -> HTTPStream:
+        url = self.url(request.endpoint, request.body)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=request.timeout, sock_read=request.timeout
+        )
+        data = _encode_body(request.body)
+        response: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout(request.timeout):
+                response = await self.session().post(
+                    url, data=data, headers=self._headers(request, key), timeout=timeout
+                )
+                if response.status >= 400:
+                    raw = await response.read()
+                    raise self.status_error(response.status, response.headers, raw)
+                stream = HTTPStream(self.name, self.wire, response, request.timeout)
+                await stream.prefetch()
+                return stream
+        except BaseException as error:
+            if response is not None:
+                response.close()
+            if isinstance(error, TimeoutError):
+                message = f"{self.name}: no first event within {request.timeout:g}s"
+                raise UpstreamTimeout(message) from error
+            if isinstance(error, aiohttp.ClientError):
+                message = f"{self.name}: {_describe(error)}"
+                raise UpstreamConnectionError(message) from error
+            raise
+
+
+class HTTPStream:
+    """An open upstream event stream. The first event is read before `stream()` returns, so a
+    failure before any byte reaches the client can still fail over (SPEC §2.5)."""
+
+    def __init__(
+        self, provider: str, wire: Wire, response: aiohttp.ClientResponse, timeout: float
+    ) -> None:
+        self.status = response.status
+        self.headers: Mapping[str, str] = dict(response.headers)
+        self._provider = provider
+        self._terminal = _TERMINAL[wire]
+        self._response = response
+        self._timeout = timeout
+        self._parser = SSEParser()
+        self._pending: list[SSEEvent] = []
+        self._eof = False
+        self._complete = False
+        self._closed = False
+
+    async def prefetch(self) -> None:
+        """Read until the first event (keep-alive comments do not count) or the end."""
+        while not self._pending and not self._eof:
+            self._pending = await self._read()
+
+    def __aiter__(self) -> AsyncIterator[SSEEvent]:
+        return self._iterate()
+
+    async def aclose(self) -> None:
+        """Drop the connection: the upstream call is abandoned, not drained (client left)."""
+        self._eof = True
+        self._closed = True
+        self._response.close()
+
+    async def _iterate(self) -> AsyncIterator[SSEEvent]:
+        try:
+            while True:
+                events, self._pending = self._pending, []
+                for event in events:
+                    if event.data == self._terminal or event.event == self._terminal:
+                        self._complete = True
+                    yield event
+                if self._eof:
+                    break
+                self._pending = await self._read()
+        finally:
+            if self._complete:
+                self._response.release()
+            else:
+                self._response.close()
+        if not self._complete and not self._closed:
+            raise UpstreamConnectionError(f"{self._provider}: stream ended before completion")
+
+    async def _read(self) -> list[SSEEvent]:
+        try:
+            chunk = await self._response.content.readany()
+        except TimeoutError as error:
+            raise UpstreamTimeout(
+                f"{self._provider}: no data for {self._timeout:g}s mid-stream"
+            ) from error
+        except aiohttp.ClientError as error:
+            if self._closed:  # our own aclose() cut the connection: just stop
+                self._eof = True
+                return []
+            raise UpstreamConnectionError(
+                f"{self._provider}: stream dropped ({type(error).__name__})"
+            ) from error
+        if not chunk:
+            self._eof = True
+            return self._parser.finish()
+        return self._parser.feed(chunk)

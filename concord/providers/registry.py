@@ -1,0 +1,118 @@
+"""The live set of provider adapters, kept across config reloads (SPEC §2.2, §4).
+
+`ProviderPool.sync(specs)` is called with every newly compiled graph's providers: an adapter whose
+spec is unchanged (compared by value) is kept, with its pooled session and key cooldowns; a new or
+changed spec gets a fresh adapter; a removed or replaced adapter is closed after a grace period, so
+requests still running on the previous graph finish on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+
+from concord.engine.graph import ProviderSpec
+from concord.providers.anthropic import AnthropicProvider
+from concord.providers.azure import AzureProvider
+from concord.providers.base import Provider
+from concord.providers.mock import MockProvider
+from concord.providers.openai import OpenAIProvider
+
+DEFAULT_GRACE = 60.0
+
+_ADAPTERS: dict[str, Callable[[ProviderSpec], Provider]] = {
+    "openai": OpenAIProvider,
+    "azure": AzureProvider,
+    "anthropic": AnthropicProvider,
+    "mock": MockProvider,
+}
+
+
+def build_provider(spec: ProviderSpec) -> Provider:
+    """The adapter for `spec.type`."""
+    try:
+        adapter = _ADAPTERS[spec.type]
+    except KeyError:
+        raise ValueError(f"provider {spec.name!r}: unknown type {spec.type!r}") from None
+    return adapter(spec)
+
+
+class ProviderPool:
+    """Adapters by provider name; see the module docstring for the reload rules."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, ProviderSpec] | None = None,
+        *,
+        grace: float = DEFAULT_GRACE,
+        build: Callable[[ProviderSpec], Provider] = build_provider,
+    ) -> None:
+        self.grace = grace
+        self._build = build
+        self._specs: dict[str, ProviderSpec] = {}
+        self._providers: dict[str, Provider] = {}
+        self._retiring: set[Provider] = set()
+        self._drains: set[asyncio.Task[None]] = set()
+        if specs:
+            self.sync(specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._providers
+
+    def __len__(self) -> int:
+        return len(self._providers)
+
+    def get(self, name: str) -> Provider:
+        """The current adapter of provider `name` (KeyError if the config has none)."""
+        return self._providers[name]
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        return dict(self._providers)
+
+    def unavailable(self) -> frozenset[str]:
+        """Providers with no usable key right now (feeds `RuntimeView.unavailable_providers`)."""
+        return frozenset(name for name, p in self._providers.items() if not p.available)
+
+    def sync(self, specs: Mapping[str, ProviderSpec]) -> None:
+        """Match the pool to `specs`: keep unchanged adapters, build new ones, retire the rest."""
+        retired: list[Provider] = []
+        for name, provider in list(self._providers.items()):
+            if specs.get(name) != self._specs[name]:
+                retired.append(provider)
+                del self._providers[name], self._specs[name]
+        for name, spec in specs.items():
+            if name not in self._providers:
+                self._providers[name] = self._build(spec)
+                self._specs[name] = spec
+        for provider in retired:
+            self._retire(provider)
+
+    async def close(self) -> None:
+        """Close every adapter now, retiring ones included (server shutdown)."""
+        for task in list(self._drains):
+            task.cancel()
+        providers = [*self._providers.values(), *self._retiring]
+        self._providers.clear()
+        self._specs.clear()
+        self._retiring.clear()
+        for provider in providers:
+            with contextlib.suppress(Exception):
+                await provider.close()
+
+    def _retire(self, provider: Provider) -> None:
+        self._retiring.add(provider)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a reload outside the server): `close()` will close it
+        task = loop.create_task(self._drain(provider))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def _drain(self, provider: Provider) -> None:
+        await asyncio.sleep(self.grace)
+        self._retiring.discard(provider)
+        with contextlib.suppress(Exception):
+            await provider.close()

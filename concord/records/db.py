@@ -1,0 +1,173 @@
+"""The database handle: URL resolution, the async engine, and migrations at open (SPEC §1).
+
+`storage.database` is `sqlite:///path` (relative to the config file's directory),
+`sqlite:///:memory:`, or a `postgresql://` URL (driven by asyncpg). `open_database` builds a
+pooled SQLAlchemy async engine for it and upgrades the schema before anyone uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from concord.records import migrations
+from concord.records.errors import DatabaseURLError
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedURL:
+    """A user's database URL turned into what SQLAlchemy opens, plus a printable form."""
+
+    url: URL
+    dialect: Dialect
+    memory: bool = False
+
+    @property
+    def display(self) -> str:
+        """The URL with its password hidden: safe for logs and error messages."""
+        return self.url.render_as_string(hide_password=True)
+
+
+def resolve_url(url: str, *, base_dir: Path) -> ResolvedURL:
+    """Map `sqlite:///rel.db` onto base_dir and `postgresql://` onto asyncpg."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseURLError(
+            "storage.database must be a sqlite:/// or postgresql:// URL"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ":memory:"
+        if database == ":memory:":
+            return ResolvedURL(parsed.set(drivername="sqlite+aiosqlite"), "sqlite", memory=True)
+        path = Path(database)
+        if not path.is_absolute():
+            path = base_dir / path
+        return ResolvedURL(
+            parsed.set(drivername="sqlite+aiosqlite", database=str(path.resolve())), "sqlite"
+        )
+    if backend in ("postgresql", "postgres"):
+        query = dict(parsed.query)
+        if "sslmode" in query:  # libpq spelling; asyncpg calls it `ssl`
+            query["ssl"] = query.pop("sslmode")
+        return ResolvedURL(parsed.set(drivername="postgresql+asyncpg", query=query), "postgresql")
+    raise DatabaseURLError(
+        f"unsupported database {backend!r} in storage.database: use sqlite:/// or postgresql://"
+    )
+
+
+class Database:
+    """An open database: the engine plus the few dialect differences the records layer needs."""
+
+    def __init__(self, engine: AsyncEngine, resolved: ResolvedURL) -> None:
+        self.engine = engine
+        self.dialect: Dialect = resolved.dialect
+        self.url = resolved.display
+
+    def __repr__(self) -> str:
+        return f"Database({self.url!r})"
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection inside a transaction that commits on success."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    def insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+        """INSERT … ON CONFLICT DO NOTHING: replaying a batch twice must not double it."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    async def ping(self) -> None:
+        """Raise unless the database answers (readiness, SPEC §3)."""
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def open_database(
+    url: str,
+    *,
+    base_dir: Path,
+    migrate: bool = True,
+    connect_timeout: float = 5.0,
+    pool_size: int = 10,
+) -> Database:
+    """Open `url` and, unless told otherwise, bring its schema to the latest version."""
+    resolved = resolve_url(url, base_dir=base_dir)
+    if resolved.dialect == "sqlite":
+        engine = _sqlite_engine(resolved, connect_timeout)
+    else:
+        engine = create_async_engine(
+            resolved.url,
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+            pool_pre_ping=True,  # a restarted server or a killed backend costs one retry, no error
+            pool_recycle=1800,
+            connect_args={"timeout": connect_timeout, "command_timeout": 60},
+        )
+    database = Database(engine, resolved)
+    if migrate:
+        try:
+            await migrations.migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+    return database
+
+
+def _sqlite_engine(resolved: ResolvedURL, busy_timeout: float) -> AsyncEngine:
+    if resolved.memory:
+        # One shared connection, or every checkout would see its own empty database.
+        engine = create_async_engine(resolved.url, poolclass=StaticPool)
+    else:
+        Path(resolved.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(resolved.url, pool_size=5, max_overflow=5)
+    memory = resolved.memory
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy emits BEGIN itself (below), so migrations can ask for BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if not memory:
+            # WAL lets the CLI read while the gateway writes; NORMAL is durable across crashes
+            # of the process, which is what the usage journal relies on.
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+    return engine

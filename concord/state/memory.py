@@ -1,0 +1,211 @@
+"""In-process state: the default backend, and the fallback while Redis is unreachable (SPEC §1).
+
+Everything is plain dicts. No method awaits in the middle of an update, so each operation is
+atomic on the event loop, matching the one-Lua-script-per-operation guarantee of `RedisState`.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from concord.state.backend import (
+    Bucket,
+    BudgetLine,
+    BudgetReservation,
+    BudgetVerdict,
+    RateReservation,
+    RateVerdict,
+    units_to_usd,
+    usd_to_units,
+)
+from concord.state.tokenbucket import refill, shortfall_wait, time_to_full
+
+# Stale rate buckets and budget periods are dropped by a sweep once this many have accumulated.
+_SWEEP_THRESHOLD = 10_000
+_DEFAULT_PERIOD_LIFETIME = 33 * 86400.0
+
+
+@dataclass(slots=True)
+class _Level:
+    level: float
+    ts: float
+    full_at: float
+
+
+@dataclass(slots=True)
+class _Period:
+    spent: int = 0
+    reserved: int = 0
+    leases: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (units, expiry)
+    expires_at: float = math.inf
+
+    def expire_leases(self, now: float) -> None:
+        """Drop reservations whose holder never settled (it crashed or lost its connection)."""
+        for rid in [rid for rid, (_, exp) in self.leases.items() if exp <= now]:
+            self.reserved -= self.leases.pop(rid)[0]
+
+
+class MemoryState:
+    """Rate buckets, budget periods and an LRU response cache held in this process."""
+
+    def __init__(self, *, cache_max_entries: int = 10_000, budget_lease: float = 900.0) -> None:
+        self.cache_max_entries = cache_max_entries
+        self.budget_lease = budget_lease
+        self._levels: dict[str, _Level] = {}
+        self._periods: dict[tuple[str, str], _Period] = {}
+        self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._sweep_at = _SWEEP_THRESHOLD
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    @property
+    def failures(self) -> int:
+        return 0
+
+    # -- rate limits (SPEC §2.7) --------------------------------------------------------------
+
+    async def rate_check_and_reserve(
+        self, buckets: Sequence[Bucket], now: float | None = None
+    ) -> RateVerdict:
+        now = time.time() if now is None else now
+        levels: list[float] = []
+        wait, denied = 0.0, None
+        for i, b in enumerate(buckets):
+            level = self._level_at(b, now)
+            levels.append(level)
+            need = shortfall_wait(level, b.cost, b.limit, b.window)
+            if need > 0 and (denied is None or need > wait):
+                wait, denied = need, i
+        if denied is not None:
+            return RateVerdict(False, retry_after=wait, denied=denied)
+        for b, level in zip(buckets, levels, strict=True):
+            self._put_level(b, level - b.cost, now)
+        self._maybe_sweep(now)
+        return RateVerdict(True, reservation=RateReservation(tuple(buckets)))
+
+    async def rate_settle(
+        self, reservation: RateReservation, actual_tokens: int, now: float | None = None
+    ) -> None:
+        now = time.time() if now is None else now
+        for b in reservation.buckets:
+            if not b.settles or b.cost == actual_tokens:
+                continue
+            level = self._level_at(b, now)
+            self._put_level(b, min(float(b.limit), level + b.cost - actual_tokens), now)
+
+    def _level_at(self, b: Bucket, now: float) -> float:
+        state = self._levels.get(b.key)
+        if state is None:
+            return refill(None, now, b.limit, b.window, now)
+        return refill(state.level, state.ts, b.limit, b.window, now)
+
+    def _put_level(self, b: Bucket, level: float, now: float) -> None:
+        prev = self._levels.get(b.key)
+        ts = max(now, prev.ts) if prev else now
+        self._levels[b.key] = _Level(level, ts, ts + time_to_full(level, b.limit, b.window))
+
+    # -- budgets (SPEC §2.6) ------------------------------------------------------------------
+
+    async def budget_reserve(
+        self, lines: Sequence[BudgetLine], amount: float, now: float | None = None
+    ) -> BudgetVerdict:
+        now = time.time() if now is None else now
+        self._maybe_sweep(now)
+        periods = [self._period(line.key, line.period_id, line.ttl, now) for line in lines]
+        exhausted, blocked_by = [], None
+        for i, (line, period) in enumerate(zip(lines, periods, strict=True)):
+            period.expire_leases(now)
+            limit = math.inf if math.isinf(line.limit_usd) else usd_to_units(line.limit_usd)
+            # SPEC §2.6: a period admits requests until spend plus reservations reach the limit.
+            if period.spent + period.reserved >= limit:
+                exhausted.append(i)
+                if line.hard and blocked_by is None:
+                    blocked_by = i
+        spent = tuple(units_to_usd(p.spent) for p in periods)
+        if blocked_by is not None:
+            return BudgetVerdict(False, spent, tuple(exhausted), blocked_by)
+        units, rid = max(usd_to_units(amount), 0), secrets.token_hex(8)
+        for period in periods:
+            period.leases[rid] = (units, now + self.budget_lease)
+            period.reserved += units
+        reservation = BudgetReservation(tuple(lines), rid, units_to_usd(units))
+        return BudgetVerdict(True, spent, tuple(exhausted), None, reservation)
+
+    async def budget_settle(
+        self, reservation: BudgetReservation, actual: float
+    ) -> tuple[float, ...]:
+        now, units = time.time(), max(usd_to_units(actual), 0)
+        spent = []
+        for line in reservation.lines:
+            period = self._period(line.key, line.period_id, line.ttl, now)
+            lease = period.leases.pop(reservation.id, None)
+            if lease is not None:
+                period.reserved -= lease[0]
+            period.spent += units
+            spent.append(units_to_usd(period.spent))
+        return tuple(spent)
+
+    async def budget_spent(self, periods: Sequence[tuple[str, str]]) -> list[float]:
+        found = [self._periods.get(p) for p in periods]
+        return [units_to_usd(p.spent) if p else 0.0 for p in found]
+
+    async def budget_seed(
+        self, key: str, period_id: str, spent: float, *, ttl: float | None = None
+    ) -> None:
+        period = self._period(key, period_id, ttl, time.time())
+        period.spent = max(period.spent, usd_to_units(spent))
+
+    def _period(self, key: str, period_id: str, ttl: float | None, now: float) -> _Period:
+        period = self._periods.get((key, period_id))
+        if period is None:
+            # Without a ttl, keep it as long as the longest period could last.
+            lifetime = ttl if ttl is not None else _DEFAULT_PERIOD_LIFETIME
+            period = self._periods[(key, period_id)] = _Period(expires_at=now + lifetime)
+        elif ttl is not None:
+            period.expires_at = now + ttl
+        return period
+
+    # -- response cache (SPEC §2.5) -----------------------------------------------------------
+
+    async def cache_get(self, key: str) -> bytes | None:
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if expires_at <= time.monotonic():
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return value
+
+    async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl <= 0 or self.cache_max_entries <= 0:
+            return
+        self._cache[key] = (value, time.monotonic() + ttl)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_max_entries:
+            self._cache.popitem(last=False)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+    def _maybe_sweep(self, now: float) -> None:
+        """Forget full rate buckets and expired budget periods once enough have piled up."""
+        if len(self._levels) + len(self._periods) <= self._sweep_at:
+            return
+        self._levels = {k: v for k, v in self._levels.items() if v.full_at > now}
+        self._periods = {k: v for k, v in self._periods.items() if v.expires_at > now}
+        # Amortise: the next sweep waits until the live state has doubled.
+        self._sweep_at = max(_SWEEP_THRESHOLD, 2 * (len(self._levels) + len(self._periods)))

@@ -1,0 +1,27 @@
+"""Who a request is charged to, for per-key/workspace/user/global limits and budgets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+PrincipalIds = Mapping[str, str | None]
+"""`{"key": ..., "workspace": ..., "user": ...}`; a missing or None id means "not known"."""
+
+
+def scope_id(per: str, ids: PrincipalIds) -> str | None:
+    """The id a rule with scope `per` counts against, or None when the request has none.
+
+    A request without an end-user id (or without a key, in `auth.mode: open`) is not counted by
+    per-user (per-key) rules at all: lumping such requests into one shared "anonymous" bucket
+    would let one client throttle every other one. Per-key limits cover unidentified users.
+    """
+    if per == "global":
+        return "*"
+    value = ids.get(per)
+    return value if value else None
+
+
+def state_key(kind: str, rule_name: str, per: str, ident: str) -> str:
+    """A backend key for one rule and principal; names and ids are escaped so none can collide."""
+    return f"{kind}:{quote(rule_name, safe='')}:{per}:{quote(ident, safe='')}"

@@ -1,0 +1,261 @@
+"""Keep serving when the shared state is unreachable (SPEC §1: "If Redis becomes unreachable,
+requests keep being served").
+
+`ResilientState` fronts a primary backend (Redis) with a per-process `MemoryState`:
+
+- cache: skipped while the primary is down (get → None, set → nothing);
+- rate limits and budgets: `failure="open"` serves them from the local fallback (limits then hold
+  per process, not across replicas); `failure="closed"` raises `StateUnavailable`;
+- budget spend settled while the primary was down is replayed into it when it returns, and the
+  fallback starts each period from the last spend the primary reported, so an outage neither
+  loses spend nor hands out a fresh budget;
+- after a failure the primary is left alone for `retry_interval` seconds, then one call probes
+  it; a dead Redis costs one short socket timeout per interval, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import replace
+
+from concord.state.backend import (
+    Bucket,
+    BudgetLine,
+    BudgetReservation,
+    BudgetVerdict,
+    FailureMode,
+    RateReservation,
+    RateVerdict,
+    StateBackend,
+    StateUnavailable,
+)
+from concord.state.memory import MemoryState
+
+log = logging.getLogger("concord.state")
+
+# Spend settled during an outage, waiting to be added to the primary; bounded so that a long
+# outage cannot grow memory without limit (the usage log still has every request).
+_MAX_PENDING = 100_000
+
+
+class ResilientState:
+    """`StateBackend` that degrades to a local fallback instead of failing requests."""
+
+    def __init__(
+        self,
+        primary: StateBackend,
+        fallback: MemoryState | None = None,
+        *,
+        failure: FailureMode = "open",
+        retry_interval: float = 1.0,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback if fallback is not None else MemoryState()
+        self.failure = failure
+        self.retry_interval = retry_interval
+        self._down = False
+        self._retry_at = 0.0
+        self._failures = 0
+        self._pending: deque[tuple[BudgetReservation, float]] = deque(maxlen=_MAX_PENDING)
+        self._flush_task: asyncio.Task[None] | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return not self._down
+
+    @property
+    def failures(self) -> int:
+        return self._failures
+
+    # -- health bookkeeping ---------------------------------------------------------------------
+
+    def _should_try(self) -> bool:
+        if not self._down:
+            return True
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self.retry_interval  # one probe per interval
+        return True
+
+    def _mark_up(self) -> None:
+        if self._down:
+            self._down = False
+            log.warning("state backend reachable again")
+        if self._pending and (self._flush_task is None or self._flush_task.done()):
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+
+    def _mark_down(self, exc: StateUnavailable) -> None:
+        self._failures += 1
+        self._retry_at = time.monotonic() + self.retry_interval
+        if not self._down:
+            self._down = True
+            log.warning("%s; serving with failure=%s", exc, self.failure)
+
+    def _refuse_if_closed(self) -> None:
+        if self.failure == "closed":
+            raise StateUnavailable("state backend unreachable")
+
+    async def _flush(self) -> None:
+        """Replay spend settled during the outage into the primary."""
+        while self._pending:
+            reservation, actual = self._pending[0]
+            try:
+                await self.primary.budget_settle(reservation, actual)
+            except StateUnavailable as exc:
+                self._mark_down(exc)
+                return
+            self._pending.popleft()
+
+    # -- rate limits ----------------------------------------------------------------------------
+
+    async def rate_check_and_reserve(
+        self, buckets: Sequence[Bucket], now: float | None = None
+    ) -> RateVerdict:
+        if self._should_try():
+            try:
+                verdict = await self.primary.rate_check_and_reserve(buckets, now)
+            except StateUnavailable as exc:
+                self._mark_down(exc)
+            else:
+                self._mark_up()
+                return verdict
+        self._refuse_if_closed()
+        verdict = await self.fallback.rate_check_and_reserve(buckets, now)
+        if verdict.reservation is None:
+            return verdict
+        return replace(verdict, reservation=replace(verdict.reservation, local=True))
+
+    async def rate_settle(
+        self, reservation: RateReservation, actual_tokens: int, now: float | None = None
+    ) -> None:
+        if reservation.local:
+            await self.fallback.rate_settle(reservation, actual_tokens, now)
+            return
+        if not self._should_try():
+            return  # the primary's buckets refill by themselves; nothing worth queueing
+        try:
+            await self.primary.rate_settle(reservation, actual_tokens, now)
+        except StateUnavailable as exc:
+            self._mark_down(exc)
+        else:
+            self._mark_up()
+
+    # -- budgets --------------------------------------------------------------------------------
+
+    async def budget_reserve(
+        self, lines: Sequence[BudgetLine], amount: float, now: float | None = None
+    ) -> BudgetVerdict:
+        if self._should_try():
+            try:
+                verdict = await self.primary.budget_reserve(lines, amount, now)
+            except StateUnavailable as exc:
+                self._mark_down(exc)
+            else:
+                self._mark_up()
+                await self._remember(lines, verdict.spent)
+                return verdict
+        self._refuse_if_closed()
+        verdict = await self.fallback.budget_reserve(lines, amount, now)
+        if verdict.reservation is None:
+            return verdict
+        return replace(verdict, reservation=replace(verdict.reservation, local=True))
+
+    async def budget_settle(
+        self, reservation: BudgetReservation, actual: float
+    ) -> tuple[float, ...]:
+        if reservation.local:
+            spent = await self.fallback.budget_settle(reservation, actual)
+            # An id the primary never issued: settling it there only adds the spend.
+            replay = replace(reservation, id="replay-" + secrets.token_hex(8), local=False)
+            self._pending.append((replay, actual))
+            return spent
+        if self._should_try():
+            try:
+                spent = await self.primary.budget_settle(reservation, actual)
+            except StateUnavailable as exc:
+                self._mark_down(exc)
+            else:
+                self._mark_up()
+                await self._remember(reservation.lines, spent)
+                return spent
+        # The primary's lease on the reservation expires by itself; keep the spend for replay.
+        self._pending.append((reservation, actual))
+        return await self.fallback.budget_settle(reservation, actual)
+
+    async def budget_spent(self, periods: Sequence[tuple[str, str]]) -> list[float]:
+        if self._should_try():
+            try:
+                spent = await self.primary.budget_spent(periods)
+            except StateUnavailable as exc:
+                self._mark_down(exc)
+            else:
+                self._mark_up()
+                for (key, period_id), value in zip(periods, spent, strict=True):
+                    await self.fallback.budget_seed(key, period_id, value)
+                return spent
+        self._refuse_if_closed()
+        return await self.fallback.budget_spent(periods)
+
+    async def _remember(self, lines: Sequence[BudgetLine], spent: Sequence[float]) -> None:
+        """Keep the fallback's spend up to date, so an outage does not start budgets from zero."""
+        for line, value in zip(lines, spent, strict=True):
+            await self.fallback.budget_seed(line.key, line.period_id, value, ttl=line.ttl)
+
+    async def budget_seed(
+        self, key: str, period_id: str, spent: float, *, ttl: float | None = None
+    ) -> None:
+        await self.fallback.budget_seed(key, period_id, spent, ttl=ttl)
+        if self._should_try():
+            try:
+                await self.primary.budget_seed(key, period_id, spent, ttl=ttl)
+            except StateUnavailable as exc:
+                self._mark_down(exc)
+            else:
+                self._mark_up()
+                return
+        self._refuse_if_closed()
+
+    # -- cache ----------------------------------------------------------------------------------
+
+    async def cache_get(self, key: str) -> bytes | None:
+        if not self._should_try():
+            return None
+        try:
+            value = await self.primary.cache_get(key)
+        except StateUnavailable as exc:
+            self._mark_down(exc)
+            return None
+        self._mark_up()
+        return value
+
+    async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
+        if not self._should_try():
+            return
+        try:
+            await self.primary.cache_set(key, value, ttl)
+        except StateUnavailable as exc:
+            self._mark_down(exc)
+        else:
+            self._mark_up()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        """Probe the primary now (readiness), whatever the retry interval says."""
+        if await self.primary.ping():
+            self._mark_up()
+            return True
+        self._mark_down(StateUnavailable("state backend did not answer a ping"))
+        return False
+
+    async def close(self) -> None:
+        if self._flush_task is not None and not self._flush_task.done():
+            self._flush_task.cancel()
+        await self.primary.close()
+        await self.fallback.close()

@@ -1,0 +1,37 @@
+"""Token-bucket arithmetic shared by the memory backend and mirrored by the Redis Lua scripts.
+
+SPEC §2.7 limits are per minute. A bucket holds up to `limit` units and refills continuously at
+`limit / window` units per second, like the upstream providers' own limits: a client that stays
+under its rpm is never refused, a burst may use the whole minute's allowance at once, and
+`Retry-After` says exactly when enough capacity will be back. A request larger than the whole
+bucket (a huge prompt against a small tpm) is let through when the bucket is full and leaves it
+in debt, rather than being refused forever.
+"""
+
+from __future__ import annotations
+
+
+def refill(level: float | None, ts: float, limit: int, window: float, now: float) -> float:
+    """The bucket's level at `now`; an unknown bucket is full. Clocks that step back add nothing."""
+    if level is None or limit <= 0:
+        return float(max(limit, 0))
+    if now <= ts:
+        return level
+    return min(float(limit), level + (now - ts) * limit / window)
+
+
+def shortfall_wait(level: float, cost: int, limit: int, window: float) -> float:
+    """Seconds until the bucket can take `cost` (0 when it can now; `window` for a zero limit)."""
+    if limit <= 0:
+        return window
+    need = min(cost, limit)
+    if level >= need:
+        return 0.0
+    return (need - level) * window / limit
+
+
+def time_to_full(level: float, limit: int, window: float) -> float:
+    """Seconds until the bucket is full again, after which it need not be stored."""
+    if limit <= 0:
+        return 0.0
+    return max(0.0, (limit - level) * window / limit)

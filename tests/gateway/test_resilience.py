@@ -1,0 +1,197 @@
+"""Retries, fallbacks, circuit breakers, context overflow and timeouts (SPEC §2.5)."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from tests.fakes.upstream import FakeUpstream, Fault
+from tests.gateway.conftest import MakeGateway
+
+
+def config(up: FakeUpstream, extra: str = "", overflow: str = "fallback") -> str:
+    return f"""
+    providers:
+      a: {{type: openai, base_url: "{up.openai_url}", api_keys: [ka]}}
+      b: {{type: openai, base_url: "{up.openai_url}", api_keys: [kb]}}
+    models:
+      gpt-4o:
+        targets: [a/primary, b/secondary]
+        fallbacks: [backup]
+        context_window: 100000
+      backup: {{targets: [b/backup-model], context_window: 100000}}
+      small:
+        targets: [a/small-model]
+        fallbacks: [big]
+        context_window: 1000
+      big: {{targets: [b/big-model], context_window: 200000}}
+      solo: {{targets: [a/solo-model]}}
+    defaults:
+      timeout: 2s
+      retry: {{attempts: 2, backoff: {{initial: 10ms, max: 20ms}}}}
+      circuit_breaker: {{failures: 2, cooldown: 300ms}}
+      context_overflow: {overflow}
+    {extra}
+    """
+
+
+async def chat(client: openai.AsyncOpenAI, model: str = "gpt-4o", content: str = "hi"):
+    return await client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": content}]
+    )
+
+
+async def test_retry_after_is_honoured_before_the_retry(make_gateway: MakeGateway, upstream):
+    gw = make_gateway(config(upstream))
+    upstream.script("primary", [Fault(status=429, retry_after=0.4), Fault(reply="ok")])
+    started = time.monotonic()
+    raw = await chat(gw.openai())
+    assert time.monotonic() - started >= 0.4
+    assert raw.parse().choices[0].message.content == "ok"
+    assert raw.headers["x-concord-attempts"] == "2"
+    assert [r.model for r in upstream.requests] == ["primary", "primary"]
+
+
+async def test_failed_target_falls_over_to_the_next_then_to_the_fallback_model(
+    make_gateway: MakeGateway, upstream
+):
+    gw = make_gateway(config(upstream))
+    upstream.script("primary", [Fault(status=500)] * 2)
+    upstream.script("secondary", [Fault(status=503)] * 2)
+    raw = await chat(gw.openai())
+    assert [r.model for r in upstream.requests] == [
+        "primary",
+        "primary",
+        "secondary",
+        "secondary",
+        "backup-model",
+    ]
+    assert raw.headers["x-concord-model"] == "backup"
+    assert raw.headers["x-concord-provider"] == "b"
+    assert raw.headers["x-concord-attempts"] == "5"
+    assert raw.parse().model == "gpt-4o"
+
+
+async def test_client_errors_are_returned_at_once(make_gateway: MakeGateway, upstream):
+    gw = make_gateway(config(upstream))
+    upstream.script("primary", [Fault(status=400, message="bad temperature")])
+    with pytest.raises(openai.BadRequestError) as error:
+        await chat(gw.openai())
+    assert "bad temperature" in error.value.message
+    assert len(upstream.requests) == 1
+
+
+async def test_all_failed_is_502_listing_attempts_without_secrets(
+    make_gateway: MakeGateway, upstream
+):
+    gw = make_gateway(config(upstream))
+    upstream.script("solo-model", [Fault(status=500), Fault(status=502)])
+    with pytest.raises(openai.APIStatusError) as error:
+        await chat(gw.openai(), model="solo")
+    assert error.value.status_code == 502
+    assert "a/solo-model: 500" in error.value.message and "a/solo-model: 502" in error.value.message
+    assert "ka" not in error.value.message.split()
+
+
+async def test_circuit_opens_then_half_open_probe_recovers(make_gateway: MakeGateway, upstream):
+    gw = make_gateway(config(upstream))
+    upstream.script("primary", [Fault(status=500)] * 2)
+    await chat(gw.openai())  # two failures: the circuit of a/primary opens
+    assert gw.state.runtime.breakers.state("a/primary") == "open"
+    upstream.reset()
+    raw = await chat(gw.openai())
+    assert [r.model for r in upstream.requests] == ["secondary"]  # skipped before any call
+    assert raw.headers["x-concord-provider"] == "b"
+    time.sleep(0.35)  # the cooldown passes: half-open
+    upstream.reset()
+    await chat(gw.openai())
+    assert [r.model for r in upstream.requests] == ["primary"]  # the probe succeeded
+    assert gw.state.runtime.breakers.state("a/primary") == "closed"
+
+
+async def test_context_overflow_falls_back_to_a_larger_window(make_gateway: MakeGateway, upstream):
+    gw = make_gateway(config(upstream))
+    upstream.script("small-model", [Fault(context_length=True)])
+    raw = await chat(gw.openai(), model="small")
+    assert [r.model for r in upstream.requests] == ["small-model", "big-model"]
+    assert raw.headers["x-concord-model"] == "big"
+
+
+async def test_context_overflow_truncate_drops_the_oldest_turns(
+    make_gateway: MakeGateway, upstream
+):
+    gw = make_gateway(config(upstream, overflow="truncate"))
+    upstream.script("small-model", [Fault(context_length=True)])
+    old = "lorem ipsum dolor sit amet " * 300  # ~1500 tokens: over the 1000-token window
+    messages = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": old},
+        {"role": "assistant", "content": "noted"},
+        {"role": "user", "content": "latest question"},
+    ]
+    completion = await gw.openai().chat.completions.create(model="small", messages=messages)
+    assert completion.choices[0].message.content == "Echo: latest question"
+    retried = upstream.requests[-1]
+    assert retried.model == "small-model"
+    assert retried.json["messages"] == [messages[0], messages[3]]
+
+
+async def test_per_attempt_timeout_moves_on(make_gateway: MakeGateway, upstream):
+    gw = make_gateway(
+        config(upstream, extra="routes: [{name: quick, use: $requested, timeout: 200ms}]")
+    )
+    upstream.script("primary", [Fault(delay=1.0), Fault(delay=1.0)])
+    started = time.monotonic()
+    raw = await chat(gw.openai())
+    assert time.monotonic() - started < 0.9
+    assert raw.headers["x-concord-provider"] == "b"
+    assert gw.recorder.records[-1].attempts == 3
+
+
+async def test_stream_fails_over_before_the_first_byte(make_gateway: MakeGateway, upstream):
+    gw = make_gateway(config(upstream))
+    upstream.script("primary", [Fault(status=503), Fault(drop_after=0)])
+    stream = await gw.openai().chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Echo: x"
+    assert [r.model for r in upstream.requests] == ["primary", "primary", "secondary"]
+
+
+async def test_no_failover_after_the_first_byte(make_gateway: MakeGateway, upstream):
+    gw = make_gateway(config(upstream))
+    upstream.script("primary", [Fault(drop_after=2)])
+    stream = await gw.openai().chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "one two three four"}], stream=True
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    assert [r.model for r in upstream.requests] == ["primary"]
+    assert gw.recorder.records[-1].status == 502
+
+
+async def test_context_overflow_summarize_condenses_older_turns(
+    make_gateway: MakeGateway, upstream
+):
+    gw = make_gateway(config(upstream, overflow="summarize"))
+    upstream.script("small-model", [Fault(context_length=True), Fault(reply="They met in Oslo.")])
+    messages = [
+        {"role": "user", "content": "We met in Oslo " * 200},
+        {"role": "assistant", "content": "noted"},
+        {"role": "user", "content": "where did we meet?"},
+    ]
+    completion = await gw.openai().chat.completions.create(model="small", messages=messages)
+    assert completion.choices[0].message.content.startswith("Echo: Summary of the earlier")
+    summary_call, retried = upstream.requests[1], upstream.requests[2]
+    assert "We met in Oslo" in summary_call.json["messages"][0]["content"]
+    assert retried.json["messages"] == [
+        {
+            "role": "user",
+            "content": "Summary of the earlier conversation: They met in Oslo.\n\n"
+            "where did we meet?",
+        }
+    ]

@@ -1,0 +1,265 @@
+"""The HTTP surface on the mock provider: endpoints, auth, validation, headers (SPEC §2.8, §3)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anthropic
+import openai
+import pytest
+
+from tests.gateway.conftest import CLIENT_KEY, MakeGateway
+
+MOCK = """
+providers:
+  demo: {type: mock}
+  slow: {type: mock, latency: 300ms}
+models:
+  gpt-4o:
+    targets: [demo/gpt-4o]
+    price: {input: 2.5, output: 10}
+  slow-model: {targets: [slow/x]}
+  text-embedding-3-small: {targets: [demo/te3s], price: {input: 0.02}}
+  claude-sonnet: {targets: [demo/claude-sonnet]}
+routes:
+  - name: no-free-embeddings
+    when: {endpoint: embeddings, model: blocked-*}
+    reject: {status: 403, message: "Embeddings are not part of the free tier"}
+  - name: capped
+    when: {model: capped}
+    use: gpt-4o
+    params: {set: {temperature: 0}, max: {max_tokens: 5}}
+"""
+
+
+async def test_chat_answers_with_the_requested_model_and_concord_headers(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    raw = await gw.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hello there"}],
+        extra_headers={"x-request-id": "req-abc"},
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "Echo: hello there"
+    assert completion.model == "gpt-4o"
+    headers = raw.headers
+    assert headers["x-request-id"] == "req-abc"
+    assert headers["x-concord-model"] == "gpt-4o"
+    assert headers["x-concord-provider"] == "demo"
+    assert headers["x-concord-attempts"] == "1"
+    assert headers["x-concord-cache"] == "bypass"
+    assert headers["x-concord-config"] == gw.state.graph.version
+    assert headers["x-concord-route"]
+    record = gw.recorder.records[-1]
+    assert (record.workspace, record.key, record.status) == ("acme", "test-key", 200)
+    assert record.input_tokens == completion.usage.prompt_tokens
+    expected = (record.input_tokens * 2.5 + record.output_tokens * 10) / 1e6
+    assert record.cost_usd == pytest.approx(expected)
+
+
+async def test_chat_stream_honours_include_usage(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    client = gw.openai()
+    stream = await client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "one two three"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Echo: one two three"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert all(c.model == "gpt-4o" for c in chunks)
+
+    plain = await client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    plain_chunks = [chunk async for chunk in plain]
+    assert all(c.usage is None for c in plain_chunks)
+    assert all(c.choices for c in plain_chunks)  # the usage-only chunk was not forwarded
+    assert gw.recorder.records[-1].output_tokens > 0  # ...but usage was still recorded
+
+
+async def test_stream_uses_sse_content_type_and_done(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    response = await gw.http.post(
+        "/v1/chat/completions",
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": True},
+    )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text.rstrip().endswith("data: [DONE]")
+
+
+async def test_messages_completions_embeddings_and_models(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    message = await gw.anthropic().messages.create(
+        model="claude-sonnet", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.content[0].text == "Echo: hi" and message.model == "claude-sonnet"
+
+    completion = await gw.openai().completions.create(model="gpt-4o", prompt="say this")
+    assert completion.choices[0].text == "Echo: say this"
+
+    embedding = await gw.openai().embeddings.create(model="text-embedding-3-small", input="hi")
+    assert len(embedding.data[0].embedding) == 1536
+
+    models = await gw.openai().models.list()
+    assert [m.id for m in models.data] == [
+        "gpt-4o",
+        "slow-model",
+        "text-embedding-3-small",
+        "claude-sonnet",
+    ]
+
+
+async def test_unknown_key_is_401_in_both_wire_formats(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    with pytest.raises(openai.AuthenticationError) as oai:
+        await gw.openai(key="ck-wrong").chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
+    assert oai.value.status_code == 401
+    assert oai.value.body["code"] == "invalid_api_key"
+    with pytest.raises(anthropic.AuthenticationError) as ant:
+        await gw.anthropic(key="ck-wrong").messages.create(
+            model="gpt-4o", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert ant.value.body["error"]["type"] == "authentication_error"
+    response = await gw.http.get("/v1/models")
+    assert response.status_code == 401
+
+
+async def test_expired_key_is_refused(make_gateway: MakeGateway):
+    from tests.gateway.conftest import CLIENT_KEY_SHA
+
+    auth = (
+        "auth:\n  keys:\n"
+        f"    - {{name: old, sha256: {CLIENT_KEY_SHA}, expires: 2020-01-01T00:00:00Z}}\n"
+    )
+    gw = make_gateway(MOCK, auth=auth)
+    with pytest.raises(openai.AuthenticationError):
+        await gw.openai().chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
+
+
+async def test_open_mode_serves_without_a_key_as_workspace_default(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK, auth="auth: {mode: open}\n")
+    response = await gw.http.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert response.status_code == 200
+    assert gw.recorder.records[-1].workspace == "default"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ("/v1/chat/completions", {"model": "gpt-4o", "messages": "hi"}, "messages"),
+        (
+            "/v1/messages",
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+            "max_tokens",
+        ),
+        ("/v1/embeddings", {"model": "text-embedding-3-small"}, "input"),
+        ("/v1/completions", {"model": "gpt-4o"}, "prompt"),
+    ],
+)
+async def test_invalid_body_is_400_naming_the_field(make_gateway: MakeGateway, path, body, param):
+    gw = make_gateway(MOCK)
+    response = await gw.http.post(path, json=body, headers={"x-api-key": CLIENT_KEY})
+    assert response.status_code == 400
+    payload = response.json()
+    if path == "/v1/messages":
+        assert payload["error"]["type"] == "invalid_request_error"
+        assert param in payload["error"]["message"]
+    else:
+        assert payload["error"]["param"] == param
+
+
+async def test_malformed_json_is_400(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    response = await gw.http.post(
+        "/v1/chat/completions", content=b"{not json", headers={"x-api-key": CLIENT_KEY}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_unknown_model_is_404_model_not_found(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    with pytest.raises(openai.NotFoundError) as oai:
+        await gw.openai().chat.completions.create(
+            model="nope", messages=[{"role": "user", "content": "x"}]
+        )
+    assert oai.value.body["code"] == "model_not_found"
+    assert oai.value.body["type"] == "invalid_request_error"
+    with pytest.raises(anthropic.NotFoundError) as ant:
+        await gw.anthropic().messages.create(
+            model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert ant.value.body["error"]["type"] == "not_found_error"
+
+
+async def test_body_over_max_body_is_413(make_gateway: MakeGateway):
+    gw = make_gateway("server: {max_body: 1KiB}\n" + MOCK)
+    with pytest.raises(openai.APIStatusError) as error:
+        await gw.openai().chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x" * 5000}]
+        )
+    assert error.value.status_code == 413
+
+
+async def test_route_rejection_uses_its_status_and_message(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    with pytest.raises(openai.PermissionDeniedError) as error:
+        await gw.openai().embeddings.create(model="blocked-model", input="x")
+    assert "free tier" in error.value.message
+    assert error.value.response.headers["x-concord-route"] == "no-free-embeddings"
+
+
+async def test_route_params_set_and_cap_body_values(make_gateway: MakeGateway, upstream):
+    gw = make_gateway(
+        f"""
+        providers:
+          up: {{type: openai, base_url: "{upstream.openai_url}", api_keys: [k]}}
+        models:
+          gpt-4o: {{targets: [up/gpt-4o]}}
+        routes:
+          - name: capped
+            use: $requested
+            params: {{set: {{temperature: 0}}, max: {{max_tokens: 5}}}}
+        """
+    )
+    await gw.openai().chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], max_tokens=500, temperature=1.5
+    )
+    sent = upstream.requests[-1].json
+    assert (sent["temperature"], sent["max_tokens"]) == (0, 5)
+
+
+async def test_503_when_no_concurrency_slot_frees_in_time(make_gateway: MakeGateway):
+    gw = make_gateway("server: {max_concurrency: 1, queue_timeout: 50ms}\n" + MOCK)
+    client = gw.openai()
+
+    async def ask():
+        return await client.chat.completions.create(
+            model="slow-model", messages=[{"role": "user", "content": "x"}]
+        )
+
+    first = asyncio.ensure_future(ask())
+    await asyncio.sleep(0.05)
+    with pytest.raises(openai.APIStatusError) as error:
+        await ask()
+    assert error.value.status_code == 503
+    assert (await first).choices[0].message.content == "Echo: x"
+
+
+async def test_health_endpoints(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    for path in ("/healthz", "/_health", "/health"):
+        assert (await gw.http.get(path)).status_code == 200
