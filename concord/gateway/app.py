@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -19,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from concord.engine.graph import Endpoint, Graph
 from concord.gateway import tokens
@@ -40,6 +41,20 @@ from concord.gateway.runtime import RuntimeState
 from concord.providers.registry import ProviderPool
 
 CONFIG_ENV = "CONCORD_CONFIG"
+
+
+class Component(Protocol):
+    """A subsystem plugged into the app (reload, admin API, records, metrics...).
+
+    `routes()` are mounted beside the gateway's own; `start` runs in lifespan after the provider
+    pool is ready and `stop` in reverse order at shutdown, after in-flight requests finished.
+    """
+
+    def routes(self) -> list[BaseRoute]: ...
+
+    async def start(self, state: GatewayState) -> None: ...
+
+    async def stop(self, state: GatewayState) -> None: ...
 
 
 class GatewayState:
@@ -65,6 +80,7 @@ class GatewayState:
         self.limiter = ConcurrencyLimiter(graph.server.max_concurrency, graph.server.queue_timeout)
         self.started_at = time.time()
         self.ready = False
+        self.config_path: str | None = None
         self._key_store = key_store  # a database store, when one is plugged in
         self._derived_for: Graph | None = None
         self._config_keys: KeyStore = ConfigKeyStore({}, {})
@@ -100,21 +116,30 @@ def create_app_from_graph(
     key_store: KeyStore | None = None,
     runtime: RuntimeState | None = None,
     pool: ProviderPool | None = None,
+    components: Sequence[Component] = (),
+    config_path: str | None = None,
 ) -> Starlette:
     """The gateway app serving `graph`; the keyword seams are for tests and later subsystems."""
     state = GatewayState(
         graph, pool=pool, recorder=recorder, guards=guards, key_store=key_store, runtime=runtime
     )
+    state.config_path = config_path
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.pool.sync(state.graph.providers)
         await asyncio.to_thread(tokens.warm)
-        state.ready = True
+        started: list[Component] = []
         try:
+            for component in components:
+                await component.start(state)
+                started.append(component)
+            state.ready = True
             yield
         finally:
             state.ready = False
+            for component in reversed(started):
+                await component.stop(state)
             await state.pool.close()
 
     def endpoint(kind: Endpoint):  # type: ignore[no-untyped-def]
@@ -147,6 +172,8 @@ def create_app_from_graph(
         Route("/health", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
+    for component in components:
+        routes.extend(component.routes())
     middleware = []
     if graph.server.cors_origins:  # SPEC §3.1
         middleware.append(
@@ -164,10 +191,17 @@ def create_app_from_graph(
 
 
 def create_app(config_path: str, *, env: Mapping[str, str] | None = None) -> Starlette:
-    """Load and compile `config_path` (raises ConfigError) and build the app serving it."""
-    from concord.config.load import load_graph
+    """Load and compile `config_path` (raises ConfigError) and build the full app serving it.
 
-    return create_app_from_graph(load_graph(config_path, env))
+    `concord.gateway.assemble` decides which subsystems a config needs (state backend,
+    database, reload watcher, admin API, metrics) and wires them in as components.
+    """
+    from concord.config.load import load_graph
+    from concord.gateway.assemble import assemble
+
+    graph = load_graph(config_path, env)
+    seams = assemble(graph, config_path, env)
+    return create_app_from_graph(graph, config_path=config_path, **seams)
 
 
 def app_from_env() -> Starlette:
