@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "keys": "create, list and revoke client API keys",
     "workspaces": "create and list workspaces",
     "usage": "show usage totals from the database",
+    "import": "convert another gateway's config (litellm) into concord.yaml",
     "version": "print the version",
 }
 
