@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from concord.state.backend import (
     Bucket,
+    BudgetLine,
     BudgetReservation,
     BudgetVerdict,
     FailureMode,
@@ -43,6 +44,7 @@ __all__ = [
     "Bucket",
     "BudgetGrant",
     "BudgetKeeper",
+    "BudgetLine",
     "BudgetReservation",
     "BudgetVerdict",
     "CacheDirectives",

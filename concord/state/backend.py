@@ -173,15 +173,19 @@ def open_state(
     failure: FailureMode = "open",
     key_prefix: str = "concord:",
     cache_max_entries: int = 10_000,
+    cache_max_bytes: int = 256 * 1024 * 1024,
     timeout: float = 0.25,
 ) -> StateBackend:
     """Build the backend named by `storage.state`: `memory`, or a `redis://`, `rediss://` or
     `unix://` URL. Redis is wrapped in `ResilientState` with the given failure mode.
+
+    The cache bounds apply to the memory backend (Redis bounds its cache by TTL and its own
+    `maxmemory` policy); `timeout` is Redis's connect and socket timeout in seconds.
     """
     from concord.state.memory import MemoryState
 
     if url.strip().lower() == "memory":
-        return MemoryState(cache_max_entries=cache_max_entries)
+        return MemoryState(cache_max_entries=cache_max_entries, cache_max_bytes=cache_max_bytes)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError("storage.state must be 'memory' or a redis://, rediss:// or unix:// URL")
@@ -190,7 +194,7 @@ def open_state(
     from concord.state.resilient import ResilientState
 
     primary = RedisState.from_url(url, key_prefix=key_prefix, timeout=timeout)
-    fallback = MemoryState(cache_max_entries=cache_max_entries)
+    fallback = MemoryState()  # holds limits and budgets only: the cache is skipped in an outage
     return ResilientState(primary, fallback, failure=failure)
 
 

@@ -51,11 +51,22 @@ class _Period:
 
 
 class MemoryState:
-    """Rate buckets, budget periods and an LRU response cache held in this process."""
+    """Rate buckets, budget periods and an LRU response cache held in this process.
 
-    def __init__(self, *, cache_max_entries: int = 10_000, budget_lease: float = 900.0) -> None:
+    The cache holds at most `cache_max_entries` entries and `cache_max_bytes` bytes of values.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache_max_entries: int = 10_000,
+        cache_max_bytes: int = 256 * 1024 * 1024,
+        budget_lease: float = 900.0,
+    ) -> None:
         self.cache_max_entries = cache_max_entries
+        self.cache_max_bytes = cache_max_bytes
         self.budget_lease = budget_lease
+        self._cache_bytes = 0
         self._levels: dict[str, _Level] = {}
         self._periods: dict[tuple[str, str], _Period] = {}
         self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
@@ -180,18 +191,22 @@ class MemoryState:
             return None
         value, expires_at = entry
         if expires_at <= time.monotonic():
-            del self._cache[key]
+            self._cache_bytes -= len(self._cache.pop(key)[0])
             return None
         self._cache.move_to_end(key)
         return value
 
     async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
-        if ttl <= 0 or self.cache_max_entries <= 0:
+        if ttl <= 0 or self.cache_max_entries <= 0 or len(value) > self.cache_max_bytes:
             return
+        old = self._cache.pop(key, None)
+        if old is not None:
+            self._cache_bytes -= len(old[0])
         self._cache[key] = (value, time.monotonic() + ttl)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.cache_max_entries:
-            self._cache.popitem(last=False)
+        self._cache_bytes += len(value)
+        # Least recently used first out, until both the entry and the byte bound hold.
+        while len(self._cache) > self.cache_max_entries or self._cache_bytes > self.cache_max_bytes:
+            self._cache_bytes -= len(self._cache.popitem(last=False)[1][0])
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from concord.state.backend import (
 )
 
 # KEYS: bucket hashes {l: level, t: updated-at}. ARGV: now, then (limit, cost, window) per key.
+# Numbers are written with %.17g: Lua's tostring keeps 14 digits, which rounds epoch timestamps.
 # Checks every bucket first and writes only if all have room: all-or-nothing.
 _RATE_RESERVE = """
 local now = tonumber(ARGV[1])
@@ -62,13 +63,14 @@ for i = 1, #KEYS do
   end
 end
 if denied > 0 then
-  return {0, denied, tostring(wait)}
+  return {0, denied, string.format('%.17g', wait)}
 end
 for i = 1, #KEYS do
   local limit = tonumber(ARGV[3 * i - 1])
   local window = tonumber(ARGV[3 * i + 1])
   local level = levels[i] - tonumber(ARGV[3 * i])
-  redis.call('HSET', KEYS[i], 'l', tostring(level), 't', tostring(stamps[i]))
+  local l, t = string.format('%.17g', level), string.format('%.17g', stamps[i])
+  redis.call('HSET', KEYS[i], 'l', l, 't', t)
   local full = 0
   if limit > 0 then full = (limit - level) * window / limit end
   redis.call('PEXPIRE', KEYS[i], math.ceil(full * 1000) + 1000)
@@ -91,7 +93,8 @@ for i = 1, #KEYS do
     level = math.min(limit, level + (now - ts) * limit / window)
   end
   level = math.min(limit, level + refund)
-  redis.call('HSET', KEYS[i], 'l', tostring(level), 't', tostring(math.max(now, ts)))
+  local l, t = string.format('%.17g', level), string.format('%.17g', math.max(now, ts))
+  redis.call('HSET', KEYS[i], 'l', l, 't', t)
   local full = 0
   if limit > 0 then full = (limit - level) * window / limit end
   redis.call('PEXPIRE', KEYS[i], math.ceil(full * 1000) + 1000)
@@ -173,7 +176,11 @@ def _ttl_arg(ttl: float | None) -> str:
 
 
 class RedisState:
-    """`StateBackend` on one Redis (or a cluster proxy); keys live under `key_prefix`."""
+    """`StateBackend` on one Redis server; keys live under `key_prefix`.
+
+    The scripts touch several keys at once (every rule of a request), so Redis Cluster is not
+    supported; a primary with replicas behind one address is.
+    """
 
     def __init__(
         self, client: aioredis.Redis, *, key_prefix: str = "concord:", budget_lease: float = 900.0

@@ -124,3 +124,15 @@ async def test_memory_cache_keeps_the_most_recently_used_entries() -> None:
     assert await backend.cache_get("b") is None
     assert await backend.cache_get("a") == b"1"
     assert await backend.cache_get("c") == b"3"
+
+
+async def test_memory_cache_is_bounded_in_bytes_too() -> None:
+    backend = MemoryState(cache_max_entries=100, cache_max_bytes=10)
+    await backend.cache_set("a", b"12345", 60)
+    await backend.cache_set("b", b"12345", 60)
+    await backend.cache_set("c", b"123", 60)  # 13 bytes: the oldest entry goes
+    assert await backend.cache_get("a") is None
+    assert await backend.cache_get("b") == b"12345"
+    await backend.cache_set("huge", b"x" * 11, 60)  # larger than the whole cache: not stored
+    assert await backend.cache_get("huge") is None
+    assert await backend.cache_get("c") == b"123"
