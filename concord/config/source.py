@@ -61,6 +61,7 @@ class Source:
     diagnostics: list[Diagnostic]
     spans: dict[TreePath, tuple[Location, Location | None]] = field(default_factory=dict)
     root: str = "<config>"
+    keyless_providers: frozenset[str] = frozenset()  # declared api_keys, all empty (SPEC §2.1)
 
     def where(self, path: TreePath | Any) -> Location:
         """Location of the value at `path`, or of its nearest existing ancestor."""
@@ -90,7 +91,12 @@ def read_source(path: str | Path, env: Mapping[str, str] | None = None) -> Sourc
     if isinstance(root.value, dict):
         tree = _flatten(root, (), spans)
     return Source(
-        tree=tree, files=reader.files, diagnostics=reader.diagnostics, spans=spans, root=shown
+        tree=tree,
+        files=reader.files,
+        diagnostics=reader.diagnostics,
+        spans=spans,
+        root=shown,
+        keyless_providers=frozenset(reader.keyless_providers),
     )
 
 
@@ -142,6 +148,7 @@ class _Reader:
         self.env = env
         self.files: list[str] = []
         self.diagnostics: list[Diagnostic] = []
+        self.keyless_providers: set[str] = set()
         self._loaded: dict[str, Location] = {}  # realpath -> where it was first included
         self._cwd = os.getcwd()
 
@@ -441,6 +448,7 @@ class _Expander:
                     continue
             kept.append(item)
         if node.value and not kept:
+            self.reader.keyless_providers.add(str(path[1]))
             why = (
                 f"{', '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set"
                 if unset

@@ -113,12 +113,14 @@ class _Compiler:
 
     def providers(self) -> dict[str, g.ProviderSpec]:
         d = self.config.defaults
+        keyless = self.source.keyless_providers if self.source is not None else frozenset()
         return {
             name: g.ProviderSpec(
                 name=name,
                 type=p.type,
                 base_url=p.base_url,
                 api_keys=tuple(key for key in p.api_keys if key),
+                keys_declared=bool(p.api_keys) or name in keyless,
                 api_version=p.api_version,
                 timeout=d.timeout if p.timeout is None else p.timeout,
                 max_connections=p.max_connections,
@@ -340,8 +342,9 @@ def _params(params: cfg.ParamsSpec | None) -> g.ParamOverrides:
 
 
 def _index(routes: tuple[tuple[g.RouteNode, Mapping[str, frozenset[str]]], ...]) -> g.RouteIndex:
-    """Per indexed field: route positions by pinned value, and those that pin nothing."""
+    """Per indexed field: route positions by pinned literal, by pinned glob, and unpinned."""
     buckets: list[dict[str, set[int]]] = [{} for _ in g.INDEXED_FIELDS]
+    globs: list[dict[str, set[int]]] = [{} for _ in g.INDEXED_FIELDS]
     wildcards: list[set[int]] = [set() for _ in g.INDEXED_FIELDS]
     for node, pins in routes:
         for f, name in enumerate(g.INDEXED_FIELDS):
@@ -349,11 +352,16 @@ def _index(routes: tuple[tuple[g.RouteNode, Mapping[str, frozenset[str]]], ...])
             if values is None:
                 wildcards[f].add(node.index)
             for value in values or ():
-                buckets[f].setdefault(value, set()).add(node.index)
+                table = globs[f] if "*" in value else buckets[f]
+                table.setdefault(value, set()).add(node.index)
     return g.RouteIndex(
         routes=tuple(node for node, _ in routes),
         buckets=tuple(MappingProxyType({v: frozenset(i) for v, i in b.items()}) for b in buckets),
         wildcards=tuple(frozenset(w) for w in wildcards),
+        globs=tuple(
+            tuple((glob_regex(pattern).match, frozenset(i)) for pattern, i in table.items())
+            for table in globs
+        ),
     )
 
 

@@ -236,11 +236,17 @@ class ProviderSpec:
     key_cooldown: float = 300.0
     reply: str | None = None
     latency: float = 0.0
+    keys_declared: bool = False  # api_keys were written, even if the environment emptied them
 
     @property
     def available(self) -> bool:
-        """A provider that needs keys and has none cannot serve (SPEC §2.1)."""
-        return self.type == "mock" or bool(self.api_keys) or self.type == "openai"
+        """A provider whose declared keys all came out empty cannot serve (SPEC §2.1).
+
+        An OpenAI-compatible provider declared without `api_keys` (a local vLLM or Ollama) can.
+        """
+        if self.type == "mock" or self.api_keys:
+            return True
+        return self.type == "openai" and not self.keys_declared
 
 
 # -- settings the data plane reads -----------------------------------------------------------------
@@ -374,56 +380,81 @@ class RouteNode:
 
 
 INDEXED_FIELDS = ("endpoint", "model", "workspace")
-_CANDIDATE_MEMO_LIMIT = 65536
 
 
 @dataclass(frozen=True, slots=True)
 class RouteIndex:
     """Which routes can match a given (endpoint, model, workspace).
 
-    Routes whose `when` pins an indexed field to literal values sit in per-value buckets; the
-    others are wildcards for that field. The candidates of a request are the intersection of
-    three sets of route positions (C-speed set operations), sorted back into file order so
-    first-match-wins is preserved. Values no route pins share one entry, so the memo tables are
-    bounded by the config, not by what clients send.
+    Routes whose `when` pins an indexed field to strings sit in per-value buckets (literals) or
+    glob lists; the others are wildcards for that field. The candidates of a request are the
+    intersection of sets of route positions (C-speed set operations), sorted back into file
+    order so first-match-wins is preserved, and memoised per key. For a field without globs,
+    values no route pins share one entry, so the tables are bounded by the config; the rest is
+    bounded by `_MEMO_LIMIT`.
     """
 
     routes: tuple[RouteNode, ...]
     buckets: tuple[Mapping[str, frozenset[int]], ...]
     wildcards: tuple[frozenset[int], ...]
-    memo: dict[tuple[Any, ...], tuple[RouteNode, ...]] = field(default_factory=dict)
+    globs: tuple[tuple[tuple[Callable[[str], Any], frozenset[int]], ...], ...] = ((), (), ())
+    memo: dict[tuple[Any, ...], tuple[tuple[Check, RouteNode], ...]] = field(default_factory=dict)
     allowed: dict[tuple[Any, ...], frozenset[int]] = field(default_factory=dict)
+    checks: tuple[tuple[Check, RouteNode], ...] = field(init=False)
 
-    def candidates(self, key: tuple[Any, ...]) -> tuple[RouteNode, ...]:
+    def __post_init__(self) -> None:
+        # (test, route) pairs, a test always present: the hot loop does one unpack and one call.
+        pairs = tuple((node.test or _always, node) for node in self.routes)
+        object.__setattr__(self, "checks", pairs)
+
+    def candidates(self, key: tuple[Any, ...]) -> tuple[tuple[Check, RouteNode], ...]:
+        """(residual test, route) for the routes that may match `key`, in file order."""
         found = self.memo.get(key)
         if found is not None:
             return found
         known = tuple(
-            value if value in bucket else None
-            for value, bucket in zip(key, self.buckets, strict=True)
+            value if value in bucket or globs else None
+            for value, bucket, globs in zip(key, self.buckets, self.globs, strict=True)
         )
         found = self.memo.get(known)
         if found is None:
             # (endpoint, model) pairs are few: intersect those once, then with the workspace's.
             pair = self._allowed((0, 1), known[:2])
             positions = pair & self._allowed((2,), known[2:])
-            found = tuple(map(self.routes.__getitem__, sorted(positions)))
-            self.memo[known] = found
-        if len(self.memo) < _CANDIDATE_MEMO_LIMIT:  # raw client values vary freely: bounded
-            self.memo[key] = found
+            found = tuple(map(self.checks.__getitem__, sorted(positions)))
+            _remember(self.memo, known, found)
+        _remember(self.memo, key, found)
         return found
 
-    def _allowed(self, fields: tuple[int, ...], values: tuple[str | None, ...]) -> frozenset[int]:
-        """Routes that accept `values` for the indexed `fields`: buckets plus wildcards."""
+    def _allowed(self, fields: tuple[int, ...], values: tuple[Any, ...]) -> frozenset[int]:
+        """Routes that accept `values` for the indexed `fields`: buckets, globs, wildcards."""
         found = self.allowed.get((fields, values))
         if found is None:
             sets = []
             for f, value in zip(fields, values, strict=True):
-                bucket = self.buckets[f].get(value, frozenset()) if value is not None else ()
-                sets.append(self.wildcards[f].union(bucket))
-            found = sets[0].intersection(*sets[1:])
-            self.allowed[(fields, values)] = found
+                accepted = set(self.wildcards[f])
+                if isinstance(value, str):
+                    accepted.update(self.buckets[f].get(value, ()))
+                    for match, positions in self.globs[f]:
+                        if match(value):
+                            accepted.update(positions)
+                sets.append(accepted)
+            found = frozenset(sets[0].intersection(*sets[1:]))
+            _remember(self.allowed, (fields, values), found)
         return found
+
+
+_MEMO_LIMIT = 65536
+
+
+def _always(ctx: RequestContext) -> bool:
+    return True
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    """Memoise within a bound: keys can be client-chosen strings."""
+    if len(memo) < _MEMO_LIMIT:
+        memo[key] = value
 
 
 # -- the graph -------------------------------------------------------------------------------------
@@ -575,26 +606,25 @@ class Graph:
     def explain(self, ctx: RequestContext, runtime: RuntimeView = NO_RUNTIME) -> Explanation:
         """The decision and, per route before the matched one, the first condition that failed."""
         decision = self.decide(ctx, runtime)
-        matched = self._match(ctx)
-        end = len(self._routes) if matched is self._default_route else matched.index
-        misses = []
-        for node in self._routes[:end]:
-            reason = node.why_not(ctx) if node.why_not is not None else None
-            misses.append(RouteMiss(node.name or "", reason or "did not match"))
+        try:
+            matched = self._match(ctx)
+            end = len(self._routes) if matched is self._default_route else matched.index
+            misses = []
+            for node in self._routes[:end]:
+                reason = node.why_not(ctx) if node.why_not is not None else None
+                misses.append(RouteMiss(node.name or "", reason or "did not match"))
+        except Exception:  # the context is malformed; decide already answered
+            return Explanation(decision)
         return Explanation(decision, tuple(misses))
 
     def budgets_for(self, ctx: RequestContext) -> tuple[BudgetRule, ...]:
         """Budgets that apply to a request: its workspace's, then matching `budgets[]` (§2.6)."""
-        return self._budgets(ctx)[1]
-
-    def _budgets(self, ctx: RequestContext) -> tuple[Any, tuple[BudgetRule, ...]]:
-        """(memo key or None, budgets). Without `when`s, budgets depend on three facts only."""
         key = None
-        if self._budgets_static:
+        if self._budgets_static:  # without `when`s, budgets depend on three facts only
             key = (ctx.workspace, ctx.key is None, ctx.user is None)
             found = self._budgets_memo.get(key)
             if found is not None:
-                return key, found
+                return found
         own = self._workspace_budgets.get(ctx.workspace)
         rules = [own] if own is not None else []
         for node in self._budget_nodes:
@@ -604,9 +634,9 @@ class Graph:
             if node.test is None or node.test(ctx):
                 rules.append(node.rule)
         budgets = tuple(rules)
-        if key is not None and len(self._budgets_memo) < _DECISION_MEMO_LIMIT:
-            self._budgets_memo[key] = budgets
-        return (key if key in self._budgets_memo else None), budgets
+        if key is not None:
+            _remember(self._budgets_memo, key, budgets)
+        return budgets
 
     def visible_models(self, workspace: str) -> list[str]:
         """Catalog names a workspace may see and call (`GET /v1/models`)."""
@@ -617,9 +647,10 @@ class Graph:
 
     def _match(self, ctx: RequestContext) -> RouteNode:
         """The first route whose `when` holds, or the implicit `use: $requested` route."""
-        for node in self._index.candidates((ctx.endpoint, ctx.model, ctx.workspace)):
-            test = node.test
-            if test is None or test(ctx):
+        key = (ctx.endpoint, ctx.model, ctx.workspace)
+        index = self._index
+        for test, node in index.memo.get(key) or index.candidates(key):
+            if test(ctx):
                 return node
         return self._default_route
 
@@ -632,32 +663,32 @@ class Graph:
         *,
         check_visibility: bool,
     ) -> Decision:
-        catalog = self.models.get(model) if model is not None else None
-        if catalog is None or model is None:
+        if model not in self.models:
             return Decision(node.name, ctx.model, None)
         if check_visibility:
             visible = self._visible.get(ctx.workspace)
             if visible is not None and model not in visible:
                 return Decision(node.name, ctx.model, None)
-        plan = self._plans.get((node.index, model))
-        if plan is None:
-            plan = self._static_plan(node, model)
         need = ctx.input_tokens + (ctx.max_tokens or 0)
+        check_window = node.context_overflow == "fallback"
         cacheable = node.cache is not None and (node.cache_test is None or node.cache_test(ctx))
-        budgets_key, budgets = self._budgets(ctx)
-        if plan.holds(runtime, need, node.context_overflow == "fallback"):
-            if node.static_limits is not None and budgets_key is not None:
-                # The common case: the Decision is a function of these alone, so share it.
-                key = (node.index, model, ctx.model, cacheable, budgets_key)
-                decision = self._decisions.get(key)
-                if decision is None:
-                    decision = self._assemble(node, plan, ctx, budgets, cacheable)
-                    if len(self._decisions) < _DECISION_MEMO_LIMIT:
-                        self._decisions[key] = decision
-                return decision
-            return self._assemble(node, plan, ctx, budgets, cacheable)
-        attempts, skipped = self._plan(plan.chain, node, ctx, runtime)
-        return self._assemble(node, plan, ctx, budgets, cacheable, attempts, skipped)
+        key = None
+        if node.static_limits is not None and self._budgets_static:
+            # The common case: the Decision is a function of these alone, so it is shared.
+            key = (node.index, model, ctx.model, cacheable, ctx.workspace, ctx.key is None,
+                   ctx.user is None)  # fmt: skip
+            hit = self._decisions.get(key)
+            if hit is not None and hit[0].holds(runtime, need, check_window):
+                return hit[1]
+        plan = self._plans.get((node.index, model)) or self._static_plan(node, model)
+        budgets = self.budgets_for(ctx)
+        if not plan.holds(runtime, need, check_window):
+            attempts, skipped = self._plan(plan.chain, node, ctx, runtime)
+            return self._assemble(node, plan, ctx, budgets, cacheable, attempts, skipped)
+        decision = self._assemble(node, plan, ctx, budgets, cacheable)
+        if key is not None:
+            _remember(self._decisions, key, (plan, decision))
+        return decision
 
     def _assemble(
         self,
@@ -712,7 +743,7 @@ class Graph:
             providers=frozenset(t.provider for m in chain for t in m.targets),
             min_window=min(windows) if windows else None,
         )
-        self._plans[(node.index, model)] = plan  # bounded by routes x catalog models
+        _remember(self._plans, (node.index, model), plan)
         return plan
 
     def _expand(self, name: str, seen: dict[str, CatalogModel]) -> None:
@@ -765,9 +796,6 @@ class Graph:
         if target.id in runtime.open_circuits:
             return "circuit_open"
         return None
-
-
-_DECISION_MEMO_LIMIT = 65536
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,7 +129,7 @@ class HTTPProvider:
     @property
     def available(self) -> bool:
         if not len(self.keys):
-            return not self.requires_key
+            return self.spec.available and not self.requires_key
         return self.keys.available
 
     def key_status(self) -> list[dict[str, Any]]:

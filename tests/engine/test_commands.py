@@ -122,7 +122,8 @@ def test_explain_prints_the_attempt_plan_and_never_secrets(
 ) -> None:
     path = write_yaml("concord.yaml", CONFIG)
     code = main(["explain", "-c", str(path), "--model", "gpt-4o", "--workspace", "acme",
-                 "--key", "ci", "--input-tokens", "40000", "--header", "Authorization=Bearer x"])  # fmt: skip
+                 "--key", "ci", "--input-tokens", "40000",
+                 "--header", "Authorization=Bearer x"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     assert "long-prompts: " not in out and "route: long-prompts" in out

@@ -22,7 +22,8 @@ def ids(decision: Decision) -> list[str]:
 ROUTES = [
     {"name": "free-no-embeddings", "when": {"endpoint": "embeddings", "workspace": "free-*"},
      "reject": {"status": 403, "message": "Embeddings are not part of the free tier"}},
-    {"name": "long-prompts", "when": {"model": ["gpt-4o", "gpt-4.1"], "input_tokens": {"gt": 30000}},
+    {"name": "long-prompts",
+     "when": {"model": ["gpt-4o", "gpt-4.1"], "input_tokens": {"gt": 30000}},
      "use": "claude-sonnet", "fallbacks": ["gpt-4o"]},
     {"name": "soft-budget", "when": {"budget_used": {"gte": 0.8}}, "use": "fast"},
     {"name": "alias", "when": {"model": "gpt-4"}, "use": "gpt-4o"},
@@ -129,8 +130,10 @@ BALANCED = {
         ("weighted", RuntimeView(draw=0.0), ["openai/a", "azure/b", "anthropic/c"]),
         ("weighted", RuntimeView(draw=0.5), ["azure/b", "anthropic/c", "openai/a"]),
         ("weighted", RuntimeView(draw=0.99), ["anthropic/c", "azure/b", "openai/a"]),
-        ("round_robin", RuntimeView(rr_position={"pool": 0}), ["openai/a", "azure/b", "anthropic/c"]),
-        ("round_robin", RuntimeView(rr_position={"pool": 4}), ["azure/b", "anthropic/c", "openai/a"]),
+        ("round_robin", RuntimeView(rr_position={"pool": 0}),
+         ["openai/a", "azure/b", "anthropic/c"]),
+        ("round_robin", RuntimeView(rr_position={"pool": 4}),
+         ["azure/b", "anthropic/c", "openai/a"]),
         ("least_latency", RuntimeView(latency_ms={"openai/a": 300, "azure/b": 100}),
          ["anthropic/c", "azure/b", "openai/a"]),  # unknown latency first
     ],
@@ -197,7 +200,8 @@ def test_cache_applies_by_its_when() -> None:
     graph = build(
         routes=[
             {"name": "nocache", "when": {"model": "fast"}, "cache": False},
-            {"name": "tools", "when": {"tools": True}, "cache": {"ttl": "5m", "when": {"stream": False}}},
+            {"name": "tools", "when": {"tools": True},
+             "cache": {"ttl": "5m", "when": {"stream": False}}},
             {"name": "default", "cache": {"ttl": "10m"}},
         ]
     )  # fmt: skip
@@ -326,3 +330,32 @@ def test_unresolved_references_compile_and_decide_gracefully() -> None:
     assert graph.decide(chat("a")).not_found
     d = graph.decide(chat("m"))
     assert ids(d) == ["openai/y"] and d.skipped[0].reason == "provider_unavailable"
+
+
+def test_provider_whose_declared_keys_are_all_unset_is_skipped(tmp_path) -> None:
+    """SPEC §2.1: keys emptied by the environment make the provider unavailable; a keyless
+    OpenAI-compatible server declared without `api_keys` stays available."""
+    from concord.config.load import load
+    from concord.engine.graph import RequestContext
+
+    path = tmp_path / "concord.yaml"
+    path.write_text(
+        "version: 1\n"
+        "providers:\n"
+        '  openai: {type: openai, api_keys: ["${OPENAI_KEY_FOR_TEST:-}"]}\n'
+        '  local: {type: openai, base_url: "http://127.0.0.1:1/v1"}\n'
+        "models:\n"
+        "  m: {targets: [openai/gpt-4o, local/llama]}\n"
+    )
+    unset = load(path, env={}).graph
+    assert unset is not None
+    decision = unset.decide(RequestContext(endpoint="chat", model="m"))
+    assert [a.target.id for a in decision.attempts] == ["local/llama"]
+    assert [(s.target, s.reason) for s in decision.skipped] == [
+        ("openai/gpt-4o", "provider_unavailable")
+    ]
+
+    with_key = load(path, env={"OPENAI_KEY_FOR_TEST": "sk-test"}).graph
+    assert with_key is not None
+    decision = with_key.decide(RequestContext(endpoint="chat", model="m"))
+    assert [a.target.id for a in decision.attempts] == ["openai/gpt-4o", "local/llama"]

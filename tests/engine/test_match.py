@@ -190,15 +190,20 @@ def test_malformed_conditions_are_rejected_with_their_path(
         assert caught.value.hint is not None and hint in caught.value.hint
 
 
-def test_literal_endpoint_model_and_workspace_are_pinned_for_the_index() -> None:
+def test_endpoint_model_and_workspace_strings_are_pinned_for_the_index() -> None:
     condition = compile_when(
         {"endpoint": "chat", "model": ["a", "b"], "workspace": "free-*", "user": "u"},
         ("endpoint", "model", "workspace"),
     )
     assert condition is not None
-    assert condition.pins == {"endpoint": frozenset({"chat"}), "model": frozenset({"a", "b"})}
-    # The residual still checks what the index cannot: the workspace glob and the user.
+    assert condition.pins == {
+        "endpoint": frozenset({"chat"}),
+        "model": frozenset({"a", "b"}),
+        "workspace": frozenset({"free-*"}),
+    }
+    # The residual checks only what the index cannot.
     assert condition.residual is not None
-    ok = RequestContext("chat", "a", workspace="free-1", user="u")
-    assert condition.residual(ok)
-    assert not condition.residual(RequestContext("chat", "a", workspace="paid", user="u"))
+    assert condition.residual(RequestContext("chat", "a", user="u"))
+    assert not condition.residual(RequestContext("chat", "a", user="v"))
+    unpinned = compile_when({"model": {"ne": "a"}, "workspace": {"regex": "x"}}, ("model",))
+    assert unpinned is not None and unpinned.pins == {}
