@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from concord.config import model as cfg
 from concord.config.errors import ConfigError, Diagnostic, Location, Path, dotted
 from concord.engine import graph as g
+from concord.engine import nodes
 from concord.engine.match import Condition, WhenError, compile_when, glob_regex
 
 if TYPE_CHECKING:
@@ -189,32 +190,32 @@ class _Compiler:
             out.append((rule, self.when(rl.when, ("rate_limits", i, "when"))))
         return out
 
-    def budgets(self) -> tuple[g.BudgetNode, ...]:
+    def budgets(self) -> tuple[nodes.BudgetNode, ...]:
         out = []
         for i, b in enumerate(self.config.budgets):
             rule = g.BudgetRule(b.name, b.scope, b.limit_usd, b.period, b.on_exceed, b.downgrade_to)
             cond = self.when(b.when, ("budgets", i, "when"))
-            out.append(g.BudgetNode(rule, cond.test if cond is not None else None))
+            out.append(nodes.BudgetNode(rule, cond.test if cond is not None else None))
         return tuple(out)
 
     def route(
         self, i: int, route: cfg.Route, rate_limits: list[tuple[g.RateLimitRule, Condition | None]]
-    ) -> tuple[g.RouteNode, Mapping[str, frozenset[str]]]:
+    ) -> tuple[nodes.RouteNode, Mapping[str, frozenset[str]]]:
         """One route with its constant decision parts, plus the literal values it pins."""
         path: Path = ("routes", i)
-        cond = self.when(route.when, (*path, "when"), g.INDEXED_FIELDS)
+        cond = self.when(route.when, (*path, "when"), nodes.INDEXED_FIELDS)
         d = self.config.defaults
         cache, cache_test = self.cache(d.cache, route.cache, (*path, "cache"))
         limits = self.limits_for(route.limits, rate_limits)
         rejection = None
         if route.reject is not None:
             rejection = g.Rejection(route.reject.status, route.reject.message)
-        node = g.RouteNode(
+        node = nodes.RouteNode(
             index=i,
             name=route.name,
             test=cond.residual if cond is not None else None,
             why_not=cond.why_not if cond is not None else None,
-            use=route.use if route.use is not None else g.REQUESTED,
+            use=route.use if route.use is not None else nodes.REQUESTED,
             rejection=rejection,
             fallbacks=tuple(route.fallbacks),
             retry=_retry(d.retry, route.retry),
@@ -230,12 +231,12 @@ class _Compiler:
 
     def default_route(
         self, index: int, rate_limits: list[tuple[g.RateLimitRule, Condition | None]]
-    ) -> g.RouteNode:
+    ) -> nodes.RouteNode:
         """No route matched: `use: $requested` with defaults (SPEC §2.4)."""
         d = self.config.defaults
         cache, cache_test = self.cache(d.cache, None, ("defaults", "cache"))
         limits = self.limits_for([], rate_limits)
-        return g.RouteNode(
+        return nodes.RouteNode(
             index=index,
             name=None,
             retry=_retry(d.retry, None),
@@ -249,7 +250,7 @@ class _Compiler:
 
     def cache(
         self, defaults: cfg.CacheSpec, route: cfg.CacheSpec | bool | None, path: Path
-    ) -> tuple[g.CachePolicy | None, g.Check | None]:
+    ) -> tuple[g.CachePolicy | None, nodes.Check | None]:
         """Route cache fields the user set override `defaults.cache` (SPEC §2.5)."""
         if route is False:
             return None, None
@@ -268,13 +269,13 @@ class _Compiler:
 
     def limits_for(
         self, names: list[str], rate_limits: list[tuple[g.RateLimitRule, Condition | None]]
-    ) -> tuple[g.LimitNode, ...]:
+    ) -> tuple[nodes.LimitNode, ...]:
         """SPEC §2.7/§2.4.2: a limit named in some route's `limits` applies only on those routes;
         every other limit applies everywhere its `when` matches."""
         scoped = self.scoped_limits
         wanted = set(names)
         return tuple(
-            g.LimitNode(rule, cond.test if cond is not None else None)
+            nodes.LimitNode(rule, cond.test if cond is not None else None)
             for rule, cond in rate_limits
             if rule.name not in scoped or rule.name in wanted
         )
@@ -329,7 +330,7 @@ def _retry(defaults: cfg.RetrySpec, route: cfg.RetrySpec | None) -> g.RetryPolic
     )
 
 
-def _static(limits: tuple[g.LimitNode, ...]) -> tuple[g.RateLimitRule, ...] | None:
+def _static(limits: tuple[nodes.LimitNode, ...]) -> tuple[g.RateLimitRule, ...] | None:
     if all(node.test is None for node in limits):
         return tuple(node.rule for node in limits)
     return None
@@ -341,20 +342,22 @@ def _params(params: cfg.ParamsSpec | None) -> g.ParamOverrides:
     return g.ParamOverrides(MappingProxyType(dict(params.set)), MappingProxyType(dict(params.max)))
 
 
-def _index(routes: tuple[tuple[g.RouteNode, Mapping[str, frozenset[str]]], ...]) -> g.RouteIndex:
+def _index(
+    routes: tuple[tuple[nodes.RouteNode, Mapping[str, frozenset[str]]], ...],
+) -> nodes.RouteIndex:
     """Per indexed field: route positions by pinned literal, by pinned glob, and unpinned."""
-    buckets: list[dict[str, set[int]]] = [{} for _ in g.INDEXED_FIELDS]
-    globs: list[dict[str, set[int]]] = [{} for _ in g.INDEXED_FIELDS]
-    wildcards: list[set[int]] = [set() for _ in g.INDEXED_FIELDS]
+    buckets: list[dict[str, set[int]]] = [{} for _ in nodes.INDEXED_FIELDS]
+    globs: list[dict[str, set[int]]] = [{} for _ in nodes.INDEXED_FIELDS]
+    wildcards: list[set[int]] = [set() for _ in nodes.INDEXED_FIELDS]
     for node, pins in routes:
-        for f, name in enumerate(g.INDEXED_FIELDS):
+        for f, name in enumerate(nodes.INDEXED_FIELDS):
             values = pins.get(name)
             if values is None:
                 wildcards[f].add(node.index)
             for value in values or ():
                 table = globs[f] if "*" in value else buckets[f]
                 table.setdefault(value, set()).add(node.index)
-    return g.RouteIndex(
+    return nodes.RouteIndex(
         routes=tuple(node for node, _ in routes),
         buckets=tuple(MappingProxyType({v: frozenset(i) for v, i in b.items()}) for b in buckets),
         wildcards=tuple(frozenset(w) for w in wildcards),

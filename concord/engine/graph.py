@@ -5,456 +5,90 @@ plane provides (open circuits, round-robin positions, latency stats, a random dr
 `Decision` — the matched route or a rejection, the ordered attempt plan, and every policy that
 applies. It performs no I/O and never raises a config error: the compiler proved the graph sound.
 
-The types below are the contract between the engine and the data plane.
+The contract types live in `engine.decision` and are re-exported here, where callers look.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal
-
-Endpoint = Literal["chat", "completions", "embeddings", "messages"]
-EMPTY: Mapping[str, Any] = {}
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """What routing may look at (SPEC §2.4.1). Header names are lower-case."""
-
-    endpoint: Endpoint
-    model: str
-    workspace: str = "default"
-    key: str | None = None
-    user: str | None = None
-    tags: frozenset[str] = frozenset()
-    headers: Mapping[str, str] = field(default_factory=dict)
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    input_tokens: int = 0
-    max_tokens: int | None = None
-    temperature: float | None = None
-    stream: bool = False
-    tools: bool = False
-    images: bool = False
-    budget_used: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeView:
-    """Balancing and circuit state owned by the data plane, passed in so `decide` stays pure.
-
-    - `open_circuits`: target ids ("provider/model") whose breaker is open (skipped).
-    - `unavailable_providers`: providers with no usable key (all cooling down or none configured).
-    - `rr_position`: per catalog model, the round-robin counter to use for this request.
-    - `latency_ms`: per target id, the moving average latency (least_latency balancing).
-    - `draw`: a number in [0, 1) used by weighted balancing.
-    - `assume_providers_available`: ignore providers left without keys by the environment.
-      Routing tests (`concord test`, SPEC §6) set it: they check policy, and CI has no secrets.
-    """
-
-    open_circuits: frozenset[str] = frozenset()
-    unavailable_providers: frozenset[str] = frozenset()
-    rr_position: Mapping[str, int] = field(default_factory=dict)
-    latency_ms: Mapping[str, float] = field(default_factory=dict)
-    draw: float = 0.0
-    assume_providers_available: bool = False
-
-
-NO_RUNTIME = RuntimeView()
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """USD per 1M tokens."""
-
-    input: float = 0.0
-    output: float = 0.0
-    cached_input: float | None = None
-
-    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
-        """Cost in USD of one call; cached input tokens are billed at `cached_input` if set."""
-        cached_rate = self.input if self.cached_input is None else self.cached_input
-        fresh = max(input_tokens - cached_tokens, 0)
-        total = fresh * self.input + cached_tokens * cached_rate + output_tokens * self.output
-        return total / 1e6
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One upstream deployment of a catalog model: `provider/upstream-model`."""
-
-    id: str
-    provider: str
-    upstream_model: str
-    weight: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogModel:
-    name: str
-    targets: tuple[Target, ...]
-    balance: str = "priority"
-    price: Price | None = None
-    context_window: int | None = None
-    max_output_tokens: int | None = None
-    fallbacks: tuple[str, ...] = ()  # models tried once every target failed (SPEC §2.5)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    initial: float = 0.25
-    max: float = 8.0
-    jitter: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    attempts: int = 2
-    backoff: Backoff = Backoff()
-    on_status: frozenset[int] = frozenset({429, 500, 502, 503, 504})
-    on_timeout: bool = True
-    on_connection: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerPolicy:
-    failures: int = 3
-    cooldown: float = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class CachePolicy:
-    ttl: float
-    scope: Literal["workspace", "global"] = "workspace"
-    max_entries: int = 10000
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitRule:
-    name: str
-    per: Literal["key", "workspace", "user", "global"]
-    rpm: int | None = None
-    tpm: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetRule:
-    """A budget that applies to the request; `name` is `workspace:<name>` for workspace budgets."""
-
-    name: str
-    scope: Literal["key", "workspace", "user", "global"]
-    limit_usd: float
-    period: Literal["day", "week", "month"] = "month"
-    on_exceed: Literal["block", "downgrade"] = "block"
-    downgrade_to: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ParamOverrides:
-    """Route `params`: `set` forces body values, `max` caps numeric ones (SPEC §2.4.2)."""
-
-    set: Mapping[str, Any] = field(default_factory=dict)
-    max: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One entry of the attempt plan: try `target` of catalog model `model` up to `tries` times."""
-
-    model: str
-    target: Target
-    tries: int
-    context_window: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    """A target left out of the plan before any call, and why (explain output)."""
-
-    model: str
-    target: str
-    reason: Literal["circuit_open", "provider_unavailable", "context_window"]
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    status: int
-    message: str
-    code: str = "rejected_by_policy"
-
-
-@dataclass(frozen=True, slots=True)
-class RouteMiss:
-    """Why one earlier route did not match (explain output): its name and the failing condition."""
-
-    route: str
-    condition: str
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Everything the data plane needs to serve one request."""
-
-    route: str | None
-    requested_model: str
-    model: str | None
-    attempts: tuple[Attempt, ...] = ()
-    skipped: tuple[Skip, ...] = ()
-    rejection: Rejection | None = None
-    fallbacks: tuple[str, ...] = ()
-    retry: RetryPolicy = RetryPolicy()
-    breaker: BreakerPolicy = BreakerPolicy()
-    timeout: float = 60.0
-    cache: CachePolicy | None = None
-    rate_limits: tuple[RateLimitRule, ...] = ()
-    budgets: tuple[BudgetRule, ...] = ()
-    params: ParamOverrides = ParamOverrides()
-    context_overflow: Literal["fallback", "truncate", "summarize"] = "fallback"
-    price: Price | None = None
-    key_cooldown: float = 300.0
-
-    @property
-    def not_found(self) -> bool:
-        """The resolved model is not in the catalog: 404 model_not_found (SPEC §2.4)."""
-        return self.rejection is None and self.model is None
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderSpec:
-    """A provider as the data plane needs it. `api_keys` are secrets: never print them."""
-
-    name: str
-    type: Literal["openai", "azure", "anthropic", "mock"]
-    base_url: str | None = None
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    api_version: str | None = None
-    timeout: float = 60.0
-    max_connections: int = 200
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    key_cooldown: float = 300.0
-    reply: str | None = None
-    latency: float = 0.0
-    keys_declared: bool = False  # api_keys were written, even if the environment emptied them
-
-    @property
-    def available(self) -> bool:
-        """A provider whose declared keys all came out empty cannot serve (SPEC §2.1).
-
-        An OpenAI-compatible provider declared without `api_keys` (a local vLLM or Ollama) can.
-        """
-        if self.type == "mock" or self.api_keys:
-            return True
-        return self.type == "openai" and not self.keys_declared
-
-
-# -- settings the data plane reads -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body: int = 8 * 1024 * 1024
-    max_concurrency: int = 0
-    queue_timeout: float = 30.0
-    request_timeout: float = 600.0
-    cors_origins: tuple[str, ...] = ()
-    log_bodies: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StorageSettings:
-    state: str = "memory"
-    database: str = "sqlite:///concord.db"
-    state_failure: Literal["open", "closed"] = "open"
-
-
-@dataclass(frozen=True, slots=True)
-class DeclaredKeySpec:
-    """A client key declared in the config by hash (SPEC §2.8); the hash is the mapping key."""
-
-    name: str
-    workspace: str = "default"
-    user: str | None = None
-    tags: frozenset[str] = frozenset()
-    expires: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    admin_key: str = field(default="", repr=False)
-    mode: Literal["keys", "open"] = "keys"
-    keys: Mapping[str, DeclaredKeySpec] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkspaceSpec:
-    """A workspace declared in the config; `models` are visibility globs (None = all)."""
-
-    name: str
-    tags: frozenset[str] = frozenset()
-    budget: BudgetRule | None = None
-    models: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Explanation:
-    """`Graph.explain`: the decision and, for each earlier route, why it did not match."""
-
-    decision: Decision
-    misses: tuple[RouteMiss, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TestExpectation:
-    """What a routing test expects (SPEC §6); None fields are not checked."""
-
-    __test__ = False  # not a pytest class
-
-    route: str | None = None
-    model: str | None = None
-    attempts: tuple[str, ...] | None = None
-    reject: int | bool | None = None
-    cache: bool | None = None
-    limits: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingTest:
-    """One compiled `tests:` case: the request context to decide and what to expect."""
-
-    name: str
-    context: RequestContext
-    expect: TestExpectation
-
-
-# -- compiled nodes (built by engine.compile, read only by Graph) ----------------------------------
-
-Check = Callable[[RequestContext], bool]
-WhyNot = Callable[[RequestContext], "str | None"]
-REQUESTED = "$requested"
-
-
-@dataclass(frozen=True, slots=True)
-class LimitNode:
-    """A rate limit as a route sees it: the rule and its compiled `when` (None = always)."""
-
-    rule: RateLimitRule
-    test: Check | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetNode:
-    """A `budgets[]` entry: the rule and its compiled `when` (None = always)."""
-
-    rule: BudgetRule
-    test: Check | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RouteNode:
-    """A route with every constant part of its decision precomputed (SPEC §2.4.2).
-
-    `test` checks what the route index did not (None = nothing left to check); `why_not`
-    explains a miss against the whole `when`. `static_limits` is set when no applicable rate
-    limit has a `when`, so decide needs no per-request filtering.
-    """
-
-    index: int
-    name: str | None
-    test: Check | None = None
-    why_not: WhyNot | None = None
-    use: str | None = REQUESTED
-    rejection: Rejection | None = None
-    fallbacks: tuple[str, ...] = ()
-    retry: RetryPolicy = RetryPolicy()
-    timeout: float = 60.0
-    cache: CachePolicy | None = None
-    cache_test: Check | None = None
-    limits: tuple[LimitNode, ...] = ()
-    static_limits: tuple[RateLimitRule, ...] | None = ()
-    params: ParamOverrides = ParamOverrides()
-    context_overflow: Literal["fallback", "truncate", "summarize"] = "fallback"
-
-
-INDEXED_FIELDS = ("endpoint", "model", "workspace")
-
-
-@dataclass(frozen=True, slots=True)
-class RouteIndex:
-    """Which routes can match a given (endpoint, model, workspace).
-
-    Routes whose `when` pins an indexed field to strings sit in per-value buckets (literals) or
-    glob lists; the others are wildcards for that field. The candidates of a request are the
-    intersection of sets of route positions (C-speed set operations), sorted back into file
-    order so first-match-wins is preserved, and memoised per key. For a field without globs,
-    values no route pins share one entry, so the tables are bounded by the config; the rest is
-    bounded by `_MEMO_LIMIT`.
-    """
-
-    routes: tuple[RouteNode, ...]
-    buckets: tuple[Mapping[str, frozenset[int]], ...]
-    wildcards: tuple[frozenset[int], ...]
-    globs: tuple[tuple[tuple[Callable[[str], Any], frozenset[int]], ...], ...] = ((), (), ())
-    memo: dict[tuple[Any, ...], tuple[tuple[Check, RouteNode], ...]] = field(default_factory=dict)
-    allowed: dict[tuple[Any, ...], frozenset[int]] = field(default_factory=dict)
-    checks: tuple[tuple[Check, RouteNode], ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        # (test, route) pairs, a test always present: the hot loop does one unpack and one call.
-        pairs = tuple((node.test or _always, node) for node in self.routes)
-        object.__setattr__(self, "checks", pairs)
-
-    def candidates(self, key: tuple[Any, ...]) -> tuple[tuple[Check, RouteNode], ...]:
-        """(residual test, route) for the routes that may match `key`, in file order."""
-        found = self.memo.get(key)
-        if found is not None:
-            return found
-        known = tuple(
-            value if value in bucket or globs else None
-            for value, bucket, globs in zip(key, self.buckets, self.globs, strict=True)
-        )
-        found = self.memo.get(known)
-        if found is None:
-            # (endpoint, model) pairs are few: intersect those once, then with the workspace's.
-            pair = self._allowed((0, 1), known[:2])
-            positions = pair & self._allowed((2,), known[2:])
-            found = tuple(map(self.checks.__getitem__, sorted(positions)))
-            _remember(self.memo, known, found)
-        _remember(self.memo, key, found)
-        return found
-
-    def _allowed(self, fields: tuple[int, ...], values: tuple[Any, ...]) -> frozenset[int]:
-        """Routes that accept `values` for the indexed `fields`: buckets, globs, wildcards."""
-        found = self.allowed.get((fields, values))
-        if found is None:
-            sets = []
-            for f, value in zip(fields, values, strict=True):
-                accepted = set(self.wildcards[f])
-                if isinstance(value, str):
-                    accepted.update(self.buckets[f].get(value, ()))
-                    for match, positions in self.globs[f]:
-                        if match(value):
-                            accepted.update(positions)
-                sets.append(accepted)
-            found = frozenset(sets[0].intersection(*sets[1:]))
-            _remember(self.allowed, (fields, values), found)
-        return found
-
-
-_MEMO_LIMIT = 65536
-
-
-def _always(ctx: RequestContext) -> bool:
-    return True
-
-
-def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
-    """Memoise within a bound: keys can be client-chosen strings."""
-    if len(memo) < _MEMO_LIMIT:
-        memo[key] = value
+from typing import Literal
+
+from concord.engine.decision import (
+    EMPTY,
+    NO_RUNTIME,
+    Attempt,
+    AuthSettings,
+    Backoff,
+    BreakerPolicy,
+    BudgetRule,
+    CachePolicy,
+    CatalogModel,
+    Decision,
+    DeclaredKeySpec,
+    Endpoint,
+    Explanation,
+    ParamOverrides,
+    Price,
+    ProviderSpec,
+    RateLimitRule,
+    Rejection,
+    RequestContext,
+    RetryPolicy,
+    RouteMiss,
+    RoutingTest,
+    RuntimeView,
+    ServerSettings,
+    Skip,
+    StorageSettings,
+    Target,
+    TestExpectation,
+    WorkspaceSpec,
+)
+from concord.engine.nodes import (
+    REQUESTED,
+    BudgetNode,
+    RouteIndex,
+    RouteNode,
+    _remember,
+)
+from concord.engine.plan import StaticPlan, order_targets
+
+__all__ = [
+    "EMPTY",
+    "NO_RUNTIME",
+    "Attempt",
+    "AuthSettings",
+    "Backoff",
+    "BreakerPolicy",
+    "BudgetNode",
+    "BudgetRule",
+    "CachePolicy",
+    "CatalogModel",
+    "Decision",
+    "DeclaredKeySpec",
+    "Endpoint",
+    "Explanation",
+    "Graph",
+    "ParamOverrides",
+    "Price",
+    "ProviderSpec",
+    "RateLimitRule",
+    "Rejection",
+    "RequestContext",
+    "RetryPolicy",
+    "RouteIndex",
+    "RouteMiss",
+    "RouteNode",
+    "RoutingTest",
+    "RuntimeView",
+    "ServerSettings",
+    "Skip",
+    "StorageSettings",
+    "Target",
+    "TestExpectation",
+    "WorkspaceSpec",
+]
 
 
 # -- the graph -------------------------------------------------------------------------------------
@@ -796,60 +430,6 @@ class Graph:
         if target.id in runtime.open_circuits:
             return "circuit_open"
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class StaticPlan:
-    """A route's plan for one model with no runtime state: reused while the runtime allows.
-
-    `chain` is the model, its fallbacks depth first, then the route's fallbacks (SPEC §2.5).
-    """
-
-    chain: tuple[CatalogModel, ...]
-    attempts: tuple[Attempt, ...]
-    skipped: tuple[Skip, ...]
-    fallbacks: tuple[str, ...]
-    balanced: bool
-    target_ids: frozenset[str]
-    providers: frozenset[str]
-    min_window: int | None
-
-    def holds(self, runtime: RuntimeView, need: int, check_window: bool) -> bool:
-        """Whether this request under `runtime` gets exactly the static plan."""
-        if self.balanced or (runtime.assume_providers_available and self.skipped):
-            return False
-        if runtime.open_circuits and not self.target_ids.isdisjoint(runtime.open_circuits):
-            return False
-        unavailable = runtime.unavailable_providers
-        if unavailable and not self.providers.isdisjoint(unavailable):
-            return False
-        return not (check_window and self.min_window is not None and need > self.min_window)
-
-
-def order_targets(
-    catalog: CatalogModel, usable: list[Target], runtime: RuntimeView
-) -> list[Target]:
-    """Targets in the order to try them, by the model's `balance` (SPEC §2.3)."""
-    if len(usable) < 2 or catalog.balance == "priority":
-        return usable
-    if catalog.balance == "weighted":
-        total = sum(t.weight for t in usable)
-        point = runtime.draw * total
-        first = len(usable) - 1
-        for i, target in enumerate(usable):
-            point -= target.weight
-            if point < 0:
-                first = i
-                break
-        rest = sorted(usable[:first] + usable[first + 1 :], key=lambda t: -t.weight)
-        return [usable[first], *rest]
-    if catalog.balance == "round_robin":
-        shift = runtime.rr_position.get(catalog.name, 0) % len(usable)
-        return usable[shift:] + usable[:shift]
-    if catalog.balance == "least_latency":
-        latency = runtime.latency_ms
-        return sorted(usable, key=lambda t: (t.id in latency, latency.get(t.id, 0.0)))
-    return usable
 
 
 def _internal_error(ctx: RequestContext) -> Decision:
