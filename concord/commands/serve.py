@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from concord.config.errors import ConfigError
     from concord.config.load import load_graph
     from concord.gateway.app import CONFIG_ENV, create_app_from_graph
+    from concord.gateway.assemble import assemble
+    from concord.observability.logs import LEVEL_ENV
+    from concord.observability.metrics import prepare_multiprocess_dir
 
     path = str(Path(config_path(args.config)).absolute())
     try:
@@ -71,11 +74,14 @@ def run(args: argparse.Namespace) -> int:
         "access_log": args.log_level in ("debug", "trace"),
         "server_header": False,
     }
+    os.environ[LEVEL_ENV] = args.log_level  # SPEC §7: the access log's level, in every worker
     if args.workers > 1:
         os.environ[CONFIG_ENV] = path
+        prepare_multiprocess_dir()  # SPEC §7: every worker's metrics in one fresh directory
         uvicorn.run(
             "concord.gateway.app:app_from_env", factory=True, workers=args.workers, **options
         )
     else:
-        uvicorn.run(create_app_from_graph(graph), **options)
+        seams = assemble(graph, path, None)  # reload watcher, admin API... (as `create_app`)
+        uvicorn.run(create_app_from_graph(graph, config_path=path, **seams), **options)
     return 0

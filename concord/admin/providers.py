@@ -1,0 +1,96 @@
+"""`GET /_admin/providers` (SPEC §5): health per provider and per target, circuits, key cooldowns.
+
+The admin key is read from the graph serving now, so rotating it is a reload. Keys appear only
+as masked labels (`key#1`...), as the adapters report them; nothing here can print a key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from concord.admin.auth import admin_verdict
+from concord.admin.errors import error_response
+from concord.engine.graph import Graph
+from concord.gateway.runtime import RuntimeState
+from concord.observability.health import PassiveHealth, worst
+from concord.providers.registry import ProviderPool
+
+if TYPE_CHECKING:
+    from concord.gateway.app import GatewayState
+
+
+def targets_by_provider(graph: Graph) -> dict[str, list[str]]:
+    """Target ids of the catalog, grouped by provider, in catalog order without repeats."""
+    grouped: dict[str, list[str]] = {name: [] for name in graph.providers}
+    for model in graph.models.values():
+        for target in model.targets:
+            ids = grouped.setdefault(target.provider, [])
+            if target.id not in ids:
+                ids.append(target.id)
+    return grouped
+
+
+def providers_report(
+    graph: Graph, pool: ProviderPool, runtime: RuntimeState, health: PassiveHealth
+) -> dict[str, Any]:
+    """The response body: `{"data": [{name, type, state, available, keys, targets}]}`."""
+    data = []
+    for name, target_ids in targets_by_provider(graph).items():
+        spec = graph.providers.get(name)
+        adapter = pool.providers.get(name)
+        available = adapter.available if adapter is not None else False
+        keys = adapter.key_status() if adapter is not None else []
+        targets = []
+        for target_id in target_ids:
+            circuit = runtime.breakers.state(target_id)
+            verdict = health.target(target_id, circuit)
+            targets.append(
+                {
+                    "target": target_id,
+                    "state": verdict.state,
+                    "circuit": circuit,
+                    "success_rate": (
+                        round(verdict.success_rate, 4) if verdict.success_rate is not None else None
+                    ),
+                    "samples": verdict.samples,
+                    "latency_ms": (
+                        round(verdict.latency_ms, 1) if verdict.latency_ms is not None else None
+                    ),
+                }
+            )
+        state = worst([t["state"] for t in targets])
+        if not available:
+            state = "unhealthy"  # SPEC §2.2: no usable key, routes fall through to fallbacks
+        elif any(key.get("cooldown_until") for key in keys) and state == "healthy":
+            state = "degraded"
+        data.append(
+            {
+                "name": name,
+                "type": spec.type if spec is not None else None,
+                "state": state,
+                "available": available,
+                "keys": keys,
+                "targets": targets,
+            }
+        )
+    return {"data": data}
+
+
+def providers_route(health: PassiveHealth) -> Route:
+    async def list_providers(request: Request) -> Response:
+        state: GatewayState = request.app.state.gateway
+        graph = state.graph
+        verdict = admin_verdict(request, graph.auth.admin_key)
+        if verdict == 404:
+            return error_response(404, "Not Found", "not_found")
+        if verdict != 200:
+            return error_response(401, "A valid admin key is required", "invalid_admin_key")
+        body = providers_report(graph, state.pool, state.runtime, health)
+        return Response(orjson.dumps(body), 200, media_type="application/json")
+
+    return Route("/_admin/providers", list_providers, methods=["GET"])

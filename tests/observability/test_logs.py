@@ -1,0 +1,69 @@
+"""SPEC §7: one JSON access-log line per request, never a secret or a prompt."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from concord.observability.logs import ACCESS_LOGGER
+from tests.fakes.upstream import FakeUpstream, Fault
+from tests.observability.conftest import SECRETS, UPSTREAM_KEY, Start
+
+CATALOG = """\
+defaults:
+  retry: {attempts: 1}
+models:
+  gpt-4o: {targets: [up/gpt-4o]}
+"""
+PROMPT = "my-very-private-prompt-text"
+
+
+def access_lines(text: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [line for line in lines if "request_id" in line]
+
+
+async def test_access_log_under_errors_holds_no_secret(
+    start: Start,
+    upstream: FakeUpstream,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    echo = f"Incorrect API key provided: {UPSTREAM_KEY}"
+    gw = await start(CATALOG)
+    upstream.script(
+        "gpt-4o", [Fault(), Fault(status=500, message=echo), Fault(status=401, message=echo)]
+    )
+    assert (await gw.chat(key="ck-" + "x" * 40)).status_code == 401
+    assert (await gw.chat(content=PROMPT)).status_code == 200
+    assert (await gw.chat()).status_code == 502  # the upstream's 500 body echoes its key
+    assert (await gw.chat()).status_code >= 400  # so does its 401
+    assert (await gw.admin("GET", "/_admin/providers", key="wrong")).status_code == 401
+    assert (await gw.admin("GET", "/_admin/providers")).status_code == 200
+    await gw.stop()
+    captured = capsys.readouterr()
+    everything = captured.out + captured.err + caplog.text
+    for secret in (*SECRETS, PROMPT, "ck-" + "x" * 40):
+        assert secret not in everything
+    lines = access_lines(captured.err)
+    assert [line["status"] for line in lines[:3]] == [401, 200, 502]
+    assert len(lines) == 4  # admin calls are not gateway requests
+    served = lines[1]
+    assert served["workspace"] == "acme" and served["key"] == "team-key"
+    assert served["model"] == "gpt-4o" and served["provider"] == "up"
+    assert served["input_tokens"] > 0 and served["request_id"].startswith("req_")
+    assert {"route", "cost_usd", "latency_ms", "cache"} <= served.keys()
+
+
+async def test_log_level_above_info_silences_the_access_log(
+    start: Start, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCORD_LOG_LEVEL", "warning")  # what `concord serve --log-level` sets
+    gw = await start(CATALOG)
+    assert (await gw.chat()).status_code == 200
+    await gw.stop()
+    assert access_lines(capsys.readouterr().err) == []
+    assert logging.getLogger(ACCESS_LOGGER).propagate  # restored at shutdown
