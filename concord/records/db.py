@@ -7,6 +7,7 @@ pooled SQLAlchemy async engine for it and upgrades the schema before anyone uses
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -81,10 +82,17 @@ class Database:
         return f"Database({self.url!r})"
 
     @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A connection inside a transaction that commits on success."""
-        async with self.engine.begin() as conn:
-            yield conn
+    async def begin(self, *, immediate: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection inside a transaction that commits on success.
+
+        `immediate` is for transactions that read before they write: SQLite then takes the write
+        lock at BEGIN (waiting for it) instead of failing when it upgrades a read lock later.
+        """
+        async with self.engine.connect() as conn:
+            if immediate:
+                conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with conn.begin():
+                yield conn
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -160,8 +168,12 @@ def _sqlite_engine(resolved: ResolvedURL, busy_timeout: float) -> AsyncEngine:
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         if not memory:
             # WAL lets the CLI read while the gateway writes; NORMAL is durable across crashes
-            # of the process, which is what the usage journal relies on.
-            cursor.execute("PRAGMA journal_mode = WAL")
+            # of the process, which is what the usage journal relies on. WAL persists in the
+            # file, and switching needs a moment alone with it: only the first opener does it.
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() != "wal":
+                with contextlib.suppress(Exception):
+                    cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 

@@ -223,7 +223,7 @@ class KeyStore:
     async def revoke(self, key_id: str) -> KeyRecord:
         """Mark a key revoked (idempotent); every process stops accepting it within ~1 s."""
         now = datetime.now(UTC)
-        async with self._db.begin() as conn:
+        async with self._db.begin(immediate=True) as conn:
             row = (
                 await conn.execute(
                     sa.select(api_keys.c.sha256, api_keys.c.revoked_at).where(

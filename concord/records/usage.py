@@ -112,6 +112,7 @@ class UsageWriter:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one writer of the database at a time
         self._healthy = True
+        self._closing = False
         self._next_replay = 0.0
         self.written = 0  # rows that reached the database (metrics, tests)
         self.journalled = 0  # rows that went to the journal
@@ -135,6 +136,7 @@ class UsageWriter:
         """Start the background writer and replay anything a previous run journalled."""
         if self._task is None:
             self._journal.recover_stale_claims()
+            self._closing = False
             self._next_replay = 0.0
             self._task = asyncio.create_task(self._run(), name="concord-usage-writer")
 
@@ -148,9 +150,10 @@ class UsageWriter:
     async def aclose(self) -> None:
         """Stop the background task, then write or journal whatever is still queued."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Never cancel mid-write: a batch taken off the queue would be lost.
+            self._closing = True
+            self._wakeup.set()
+            await self._task
             self._task = None
         await self.flush()
         if self._pending:
@@ -164,7 +167,7 @@ class UsageWriter:
     # -- internals ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._flush_interval)
             self._wakeup.clear()

@@ -1,0 +1,237 @@
+"""Workspaces in the database (SPEC §2.6).
+
+Workspaces declared in the config are synced into the table at load (`source='config'`) and win
+over a database row of the same name; workspaces created through the admin API or the CLI live only
+in the database (`source='api'`). A declared workspace that later disappears from the config is
+deleted from the table at the next sync: the config is where it lived.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from concord.records.db import Database
+from concord.records.errors import InvalidRecord, WorkspaceExists, WorkspaceNotFound
+from concord.records.queries import UsageQueries, period_start
+from concord.records.tables import workspaces
+
+Source = Literal["config", "api"]
+PERIODS = ("day", "week", "month")
+ON_EXCEED = ("block", "downgrade")
+# Globs (`free-*`) match workspace names in routes, so names themselves stay glob-free.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    limit_usd: float
+    period: str = "month"
+    on_exceed: str = "block"
+    downgrade_to: str | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.limit_usd, bool)
+            or not isinstance(self.limit_usd, int | float)
+            or not math.isfinite(self.limit_usd)
+            or self.limit_usd < 0
+        ):
+            raise InvalidRecord("budget.limit_usd must be a number of US dollars, 0 or more")
+        if self.period not in PERIODS:
+            raise InvalidRecord(f"budget.period must be one of {', '.join(PERIODS)}")
+        if self.on_exceed not in ON_EXCEED:
+            raise InvalidRecord(f"budget.on_exceed must be one of {', '.join(ON_EXCEED)}")
+
+    @classmethod
+    def of(cls, value: Any) -> Budget | None:
+        """A budget from a mapping, a config/graph budget object, or None."""
+        if value is None or isinstance(value, Budget):
+            return value
+        get = value.get if isinstance(value, Mapping) else lambda n, d=None: getattr(value, n, d)
+        if get("limit_usd") is None:
+            raise InvalidRecord("budget.limit_usd is required")
+        return cls(
+            limit_usd=get("limit_usd"),
+            period=get("period") or "month",
+            on_exceed=get("on_exceed") or "block",
+            downgrade_to=get("downgrade_to"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "limit_usd": self.limit_usd,
+            "period": self.period,
+            "on_exceed": self.on_exceed,
+            "downgrade_to": self.downgrade_to,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceRecord:
+    name: str
+    budget: Budget | None
+    tags: tuple[str, ...]
+    source: Source
+    created_at: datetime
+    spend_usd: float | None = None  # current budget period (calendar month without a budget)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "budget": self.budget.to_json() if self.budget else None,
+            "tags": list(self.tags),
+            "source": self.source,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+            "spend_usd": None if self.spend_usd is None else round(self.spend_usd, 10),
+        }
+
+
+def validate_name(name: str) -> str:
+    name = (name or "").strip()
+    if not _NAME.match(name):
+        raise InvalidRecord(
+            "workspace name must be 1-200 letters, digits or . _ : @ - and start with a "
+            "letter or digit"
+        )
+    return name
+
+
+class Workspaces:
+    """Create, list and sync workspaces."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._usage = UsageQueries(database)
+
+    async def create(
+        self, name: str, budget: Budget | None = None, tags: Iterable[str] = ()
+    ) -> WorkspaceRecord:
+        """Add an API-managed workspace; WorkspaceExists (409) if the name is taken."""
+        name = validate_name(name)
+        row = _row(name, budget, tags, "api")
+        try:
+            async with self._db.begin() as conn:
+                await conn.execute(workspaces.insert().values(**row))
+        except sa.exc.IntegrityError:
+            raise WorkspaceExists(f"workspace {name!r} already exists") from None
+        return _record(row)
+
+    async def get(self, name: str) -> WorkspaceRecord:
+        async with self._db.connect() as conn:
+            row = (
+                (await conn.execute(sa.select(workspaces).where(workspaces.c.name == name)))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise WorkspaceNotFound(f"no workspace named {name!r}")
+        return _record(row)
+
+    async def exists(self, name: str) -> bool:
+        try:
+            await self.get(name)
+        except WorkspaceNotFound:
+            return False
+        return True
+
+    async def list(
+        self, *, with_spend: bool = True, now: datetime | None = None
+    ) -> list[WorkspaceRecord]:
+        """Every workspace by name, with its spend in the current budget period."""
+        async with self._db.connect() as conn:
+            rows = (
+                (await conn.execute(sa.select(workspaces).order_by(workspaces.c.name)))
+                .mappings()
+                .all()
+            )
+        records = [_record(row) for row in rows]
+        if not with_spend:
+            return records
+        now = now or datetime.now(UTC)
+        periods = {r.budget.period if r.budget else "month" for r in records}
+        spend = {
+            p: await self._usage.spend_by("workspace", since=period_start(p, now)) for p in periods
+        }
+        return [
+            _with_spend(r, spend[r.budget.period if r.budget else "month"].get(r.name, 0.0))
+            for r in records
+        ]
+
+    async def sync_declared(self, specs: Mapping[str, Any]) -> None:
+        """Make the table hold exactly the declared workspaces as `source='config'` rows
+        (overwriting API rows of the same name) next to the API-created ones."""
+        rows = {
+            name: _row(
+                name,
+                Budget.of(_get(spec, "budget")),
+                _get(spec, "tags") or (),
+                "config",
+            )
+            for name, spec in specs.items()
+        }
+        async with self._db.begin(immediate=True) as conn:
+            existing = {
+                r.name: r
+                for r in await conn.execute(
+                    sa.select(workspaces.c.name, workspaces.c.source, workspaces.c.created_at)
+                )
+            }
+            for name, old in existing.items():
+                if old.source == "config" and name not in rows:
+                    await conn.execute(workspaces.delete().where(workspaces.c.name == name))
+            for name, row in rows.items():
+                if name in existing:
+                    row = {**row, "created_at": existing[name].created_at}
+                    await conn.execute(
+                        workspaces.update().where(workspaces.c.name == name).values(**row)
+                    )
+                else:
+                    await conn.execute(workspaces.insert().values(**row))
+
+
+def _get(spec: Any, name: str) -> Any:
+    return spec.get(name) if isinstance(spec, Mapping) else getattr(spec, name, None)
+
+
+def _row(name: str, budget: Budget | None, tags: Iterable[str], source: Source) -> dict[str, Any]:
+    return {
+        "name": name,
+        "limit_usd": budget.limit_usd if budget else None,
+        "period": budget.period if budget else "month",
+        "on_exceed": budget.on_exceed if budget else "block",
+        "downgrade_to": budget.downgrade_to if budget else None,
+        "tags": sorted({str(t) for t in tags}),
+        "source": source,
+        "created_at": datetime.now(UTC),
+    }
+
+
+def _record(row: Mapping[str, Any]) -> WorkspaceRecord:
+    budget = None
+    if row["limit_usd"] is not None:
+        budget = Budget(
+            limit_usd=float(row["limit_usd"]),
+            period=row["period"],
+            on_exceed=row["on_exceed"],
+            downgrade_to=row["downgrade_to"],
+        )
+    return WorkspaceRecord(
+        name=row["name"],
+        budget=budget,
+        tags=tuple(row["tags"] or ()),
+        source=row["source"],
+        created_at=row["created_at"],
+    )
+
+
+def _with_spend(record: WorkspaceRecord, spend: float) -> WorkspaceRecord:
+    return WorkspaceRecord(
+        record.name, record.budget, record.tags, record.source, record.created_at, spend
+    )

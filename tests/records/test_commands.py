@@ -1,0 +1,126 @@
+"""SPEC §6: `concord keys|workspaces|usage` work straight on the database the config names."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from concord.cli import main
+from concord.records.keys import hash_key
+
+
+@pytest.fixture
+def config(migrated_url: str, tmp_path: Path) -> Path:
+    path = tmp_path / "concord.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            version: 1
+            storage: {{database: "{migrated_url}"}}
+            workspaces:
+              acme: {{budget: {{limit_usd: 200, period: month, on_exceed: block}}, tags: [paid]}}
+            providers:
+              demo: {{type: mock}}
+            models:
+              gpt-4o: {{targets: [demo/gpt-4o]}}
+            """
+        )
+    )
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_workspaces_list_shows_declared_ones(config: Path, capsys: pytest.CaptureFixture[str]):
+    code, out, _ = run(capsys, "workspaces", "list", "-c", str(config))
+    assert code == 0
+    assert out.splitlines()[0].split() == ["NAME", "SOURCE", "BUDGET", "SPEND_USD", "TAGS"]
+    assert "acme" in out and "config" in out
+
+
+def test_workspaces_create_then_conflict(config: Path, capsys: pytest.CaptureFixture[str]):
+    args = ["workspaces", "create", "team-b", "--budget", "5", "--period", "day", "-c", str(config)]
+    assert run(capsys, *args)[0] == 0
+    code, out, err = run(capsys, *args)
+    assert code == 1
+    assert err.strip() == "error: workspace 'team-b' already exists"
+    assert "Traceback" not in err
+
+    _, out, _ = run(capsys, "workspaces", "list", "--json", "-c", str(config))
+    team = next(w for w in json.loads(out)["data"] if w["name"] == "team-b")
+    assert team["budget"]["period"] == "day" and team["source"] == "api"
+
+
+def test_keys_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str]):
+    code, out, _ = run(
+        capsys, "keys", "create", "--workspace", "acme", "--name", "ci", "--tag", "batch",
+        "--json", "-c", str(config),
+    )  # fmt: skip
+    assert code == 0
+    created = json.loads(out)
+    assert created["key"].startswith("ck-")
+
+    code, out, _ = run(capsys, "keys", "list", "--workspace", "acme", "-c", str(config))
+    assert code == 0
+    assert created["id"] in out
+    assert created["key"] not in out and hash_key(created["key"]) not in out
+
+    code, out, _ = run(capsys, "keys", "revoke", created["id"], "-c", str(config))
+    assert code == 0 and "Revoked" in out
+    _, out, _ = run(capsys, "keys", "list", "--json", "-c", str(config))
+    assert json.loads(out)["data"][0]["status"] == "revoked"
+
+
+def test_key_for_unknown_workspace_is_one_clear_line(
+    config: Path, capsys: pytest.CaptureFixture[str]
+):
+    code, _, err = run(
+        capsys, "keys", "create", "--workspace", "ghost", "--name", "x", "-c", str(config)
+    )
+    assert code == 1
+    assert err.strip() == "error: no workspace named 'ghost'"
+
+
+def test_usage_groups_and_validates(config: Path, capsys: pytest.CaptureFixture[str]):
+    code, out, _ = run(capsys, "usage", "--group-by", "workspace,model", "-c", str(config))
+    assert code == 0 and "(none)" in out
+    code, _, err = run(capsys, "usage", "--group-by", "provider", "-c", str(config))
+    assert code == 1 and "cannot group by 'provider'" in err
+    code, out, _ = run(capsys, "usage", "--last-hours", "2", "--json", "-c", str(config))
+    assert code == 0 and json.loads(out)["data"] == []
+
+
+def test_config_is_found_through_the_environment(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("CONCORD_CONFIG", raising=False)
+    monkeypatch.setenv("PROXY_CONFIG_PATH", str(config))
+    code, out, _ = run(capsys, "workspaces", "list")
+    assert code == 0 and "acme" in out
+
+
+def test_missing_config_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    code, _, err = run(capsys, "keys", "list", "-c", str(tmp_path / "absent.yaml"))
+    assert code == 1
+    assert err.startswith("error: no config file at") and len(err.strip().splitlines()) == 1
+
+
+def test_unreachable_database_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    path = tmp_path / "concord.yaml"
+    path.write_text(
+        "version: 1\n"
+        "storage: {database: 'postgresql://app:pw-secret@127.0.0.1:1/concord'}\n"
+        "providers: {demo: {type: mock}}\n"
+        "models: {m: {targets: [demo/m]}}\n"
+    )
+    code, _, err = run(capsys, "keys", "list", "-c", str(path))
+    assert code == 1
+    assert err.startswith("error: database error") and len(err.strip().splitlines()) == 1
+    assert "pw-secret" not in err

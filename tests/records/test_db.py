@@ -1,0 +1,57 @@
+"""SPEC §1: storage.database URLs and opening the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from concord.records.db import open_database, resolve_url
+from concord.records.errors import DatabaseURLError
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///concord.db", "sqlite+aiosqlite:////srv/app/concord.db"),
+        ("sqlite:///data/usage.db", "sqlite+aiosqlite:////srv/app/data/usage.db"),
+        ("sqlite:////var/lib/concord.db", "sqlite+aiosqlite:////var/lib/concord.db"),
+        ("postgresql://u@db:5432/concord", "postgresql+asyncpg://u@db:5432/concord"),
+        ("postgres://u@db/concord", "postgresql+asyncpg://u@db/concord"),
+        ("postgresql+psycopg://u@db/concord", "postgresql+asyncpg://u@db/concord"),
+        ("postgresql://u@db/c?sslmode=require", "postgresql+asyncpg://u@db/c?ssl=require"),
+    ],
+)
+def test_urls_resolve_relative_to_the_config_directory(url: str, expected: str) -> None:
+    assert resolve_url(url, base_dir=Path("/srv/app")).display == expected
+
+
+def test_memory_url_is_recognised() -> None:
+    resolved = resolve_url("sqlite:///:memory:", base_dir=Path("/srv"))
+    assert resolved.memory and resolved.dialect == "sqlite"
+
+
+def test_password_is_hidden_from_the_display_url() -> None:
+    resolved = resolve_url("postgresql://app:s3cret@db/concord", base_dir=Path("/"))
+    assert "s3cret" not in resolved.display
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url", ""])
+def test_unsupported_urls_are_rejected_with_a_clear_error(url: str) -> None:
+    with pytest.raises(DatabaseURLError):
+        resolve_url(url, base_dir=Path("/"))
+
+
+async def test_relative_sqlite_file_is_created_next_to_the_config(tmp_path: Path) -> None:
+    db = await open_database("sqlite:///state/concord.db", base_dir=tmp_path)
+    await db.ping()
+    await db.close()
+    assert (tmp_path / "state" / "concord.db").is_file()
+
+
+async def test_memory_database_is_shared_by_every_connection(tmp_path: Path) -> None:
+    db = await open_database("sqlite:///:memory:", base_dir=tmp_path)
+    async with db, db.connect() as conn:
+        tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+    assert {"workspaces", "api_keys", "usage", "schema_version"} <= set(tables)
