@@ -226,12 +226,12 @@ def _attempt(
         before = fingerprint(found)
     attempt = _Attempt(found, before, loaded, loaded.errors, loaded.warnings)
     if loaded.ok and loaded.graph is None:
-        attempt.errors = [*loaded.diagnostics] or [_no_graph(root)]
+        attempt.errors = [_failure(root, "the config did not compile")]
     return attempt
 
 
-def _no_graph(root: str) -> Diagnostic:
-    return Diagnostic("error", Location(root), "", "the config did not compile", code="compile")
+def _failure(root: str, message: str) -> Diagnostic:
+    return Diagnostic("error", Location(root), "", message, code="reload")
 
 
 # ---- the reloader ------------------------------------------------------------------------------
@@ -286,6 +286,7 @@ class Reloader:
         self._install_sighup()
 
     async def stop(self, state: GatewayState) -> None:
+        self._restart.set()  # ends the watch thread promptly
         if self._signal:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
@@ -308,7 +309,9 @@ class Reloader:
 
     @property
     def files(self) -> list[str]:
-        return sorted(self._watch.members())
+        """The files the serving graph was loaded from."""
+        graph = self.graph
+        return sorted(graph.files) if graph is not None else []
 
     def status(self) -> dict[str, Any]:
         """SPEC §5 `GET /_admin/config`: `{version, loaded_at, files, last_reload}`."""
@@ -333,9 +336,14 @@ class Reloader:
             raise RuntimeError("the reloader is not started")
         async with self._lock:  # one reload at a time; a burst queues behind it
             started = time.monotonic()
-            attempt = await asyncio.to_thread(
-                _attempt, self.config_path, self.env, self._watch, self._fingerprint, force
-            )
+            try:
+                attempt = await asyncio.to_thread(
+                    _attempt, self.config_path, self.env, self._watch, self._fingerprint, force
+                )
+            except Exception as exc:  # a loader bug must not stop the watcher or serve a 500
+                log.exception("config reload failed unexpectedly")
+                message = f"internal error while loading: {type(exc).__name__}"
+                attempt = _Attempt(self._watch, "", errors=[_failure(self.config_path, message)])
             self._fingerprint = attempt.fingerprint
             if attempt.watch != self._watch:
                 self._watch = attempt.watch

@@ -52,7 +52,7 @@ class ProviderPool:
         self._build = build
         self._specs: dict[str, ProviderSpec] = {}
         self._providers: dict[str, Provider] = {}
-        self._retiring: set[Provider] = set()
+        self._retiring: dict[Provider, str] = {}  # adapter -> its provider name
         self._drains: set[asyncio.Task[None]] = set()
         if specs:
             self.sync(specs)
@@ -64,8 +64,19 @@ class ProviderPool:
         return len(self._providers)
 
     def get(self, name: str) -> Provider:
-        """The current adapter of provider `name` (KeyError if the config has none)."""
-        return self._providers[name]
+        """The current adapter of provider `name`, or the retiring one a reload just removed.
+
+        A request decided on the previous graph may reach its next attempt after a reload removed
+        its provider (SPEC §4: it finishes on the graph it started with); KeyError only when no
+        adapter of that name exists at all.
+        """
+        provider = self._providers.get(name)
+        if provider is not None:
+            return provider
+        for retiring, retiring_name in reversed(self._retiring.items()):
+            if retiring_name == name:
+                return retiring
+        raise KeyError(name)
 
     @property
     def providers(self) -> Mapping[str, Provider]:
@@ -77,17 +88,17 @@ class ProviderPool:
 
     def sync(self, specs: Mapping[str, ProviderSpec]) -> None:
         """Match the pool to `specs`: keep unchanged adapters, build new ones, retire the rest."""
-        retired: list[Provider] = []
+        retired: list[tuple[str, Provider]] = []
         for name, provider in list(self._providers.items()):
             if specs.get(name) != self._specs[name]:
-                retired.append(provider)
+                retired.append((name, provider))
                 del self._providers[name], self._specs[name]
         for name, spec in specs.items():
             if name not in self._providers:
                 self._providers[name] = self._build(spec)
                 self._specs[name] = spec
-        for provider in retired:
-            self._retire(provider)
+        for name, provider in retired:
+            self._retire(name, provider)
 
     async def close(self) -> None:
         """Close every adapter now, retiring ones included (server shutdown)."""
@@ -101,8 +112,8 @@ class ProviderPool:
             with contextlib.suppress(Exception):
                 await provider.close()
 
-    def _retire(self, provider: Provider) -> None:
-        self._retiring.add(provider)
+    def _retire(self, name: str, provider: Provider) -> None:
+        self._retiring[provider] = name
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -113,6 +124,6 @@ class ProviderPool:
 
     async def _drain(self, provider: Provider) -> None:
         await asyncio.sleep(self.grace)
-        self._retiring.discard(provider)
+        self._retiring.pop(provider, None)
         with contextlib.suppress(Exception):
             await provider.close()

@@ -81,10 +81,10 @@ async def test_removed_provider_is_closed_after_grace_and_gone():
     session = pool.get("anthropic").session()
     pool.sync(specs(anthropic=None))
     assert "anthropic" not in pool
-    with pytest.raises(KeyError):
-        pool.get("anthropic")
     await asyncio.sleep(0.05)
     assert session.closed
+    with pytest.raises(KeyError):
+        pool.get("anthropic")
     await pool.close()
 
 
@@ -100,3 +100,18 @@ async def test_close_closes_retiring_adapters_at_once():
 def test_unavailable_lists_providers_without_usable_keys():
     pool = ProviderPool(specs(anthropic=ProviderSpec(name="anthropic", type="anthropic")))
     assert pool.unavailable() == {"anthropic"}
+
+
+async def test_a_request_on_the_previous_graph_still_reaches_a_removed_provider() -> None:
+    """SPEC §4: a retry after a reload that removed its provider runs on the retiring adapter."""
+    from concord.engine.graph import ProviderSpec
+    from concord.providers.registry import ProviderPool
+
+    pool = ProviderPool({"old": ProviderSpec(name="old", type="mock")}, grace=30)
+    before = pool.get("old")
+    pool.sync({"new": ProviderSpec(name="new", type="mock")})
+    assert "old" not in pool
+    assert pool.get("old") is before
+    await pool.close()
+    with pytest.raises(KeyError):
+        pool.get("old")

@@ -1,0 +1,241 @@
+"""SPEC §4 against a real `concord serve`: edits take effect at once, never drop a request, and a
+broken file never replaces a working one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.upstream import FakeUpstream, Fault
+from tests.reload.conftest import (
+    ADMIN_KEY,
+    ClientLoop,
+    StartServer,
+    chat,
+    eventually,
+    free_port,
+    gateway_yaml,
+    reply_of,
+    write_atomic,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_route_change_takes_effect_without_failed_requests(serve: StartServer) -> None:
+    server = serve()
+    with ClientLoop(server.url) as loop:
+        loop.wait_reply("from A")
+        for round_ in range(6):
+            use, reply = ("beta", "from B") if round_ % 2 == 0 else ("alpha", "from A")
+            write_atomic(server.config, gateway_yaml(server.port, "", use=use))
+            assert loop.wait_reply(reply, timeout=2.0) < 1.0
+        # an in-place write (truncate, then write) as `echo > concord.yaml` does
+        server.config.write_text(gateway_yaml(server.port, "", use="beta"), encoding="utf-8")
+        loop.wait_reply("from B", timeout=2.0)
+    assert loop.failures == []
+    assert loop.ok > 50
+    response = httpx.post(server.url + "/v1/chat/completions", json=chat())
+    assert response.headers["x-concord-model"] == "beta"
+    assert response.headers["x-concord-config"] == server.status()["version"]
+
+
+def test_invalid_edit_keeps_serving_and_is_reported(serve: StartServer) -> None:
+    server = serve()
+    before = server.status()
+    with ClientLoop(server.url) as loop:
+        loop.wait_reply("from A")
+        write_atomic(server.config, gateway_yaml(server.port, "", use="gamma"))
+        assert eventually(lambda: server.status()["last_reload"]["result"] == "error")  # type: ignore[index]
+        time.sleep(0.2)
+    assert loop.failures == []
+    assert loop.last_reply == "from A"
+    status = server.status()
+    assert status["version"] == before["version"]
+    assert status["loaded_at"] == before["loaded_at"]
+    errors = status["last_reload"]["errors"]  # type: ignore[index]
+    line = (
+        gateway_yaml(server.port, "", use="gamma")
+        .splitlines()
+        .index("  - {name: main, use: gamma}")
+    )
+    assert errors == [f"{server.config}:{line + 1}:23: routes[0].use: unknown model 'gamma'"]
+    assert httpx.get(server.url + "/healthz").headers["x-concord-config"] == before["version"]
+    # POST /_admin/config/reload answers 422 with the same errors
+    response = server.admin.post("/_admin/config/reload")
+    assert response.status_code == 422
+    assert response.json()["errors"] == errors
+    # a file that is not YAML at all is refused the same way, with its position
+    write_atomic(server.config, "version: 1\nproviders: [unclosed\n")
+    response = server.admin.post("/_admin/config/reload")
+    assert response.status_code == 422
+    assert response.json()["errors"][0].startswith(f"{server.config}:")
+    assert server.version() == before["version"]
+
+
+def test_admin_config_needs_the_admin_key(serve: StartServer) -> None:
+    server = serve()
+    assert httpx.get(server.url + "/_admin/config").status_code == 401
+    wrong = {"authorization": "Bearer nope"}
+    assert httpx.post(server.url + "/_admin/config/reload", headers=wrong).status_code == 401
+    response = server.admin.get("/_admin/config")
+    status = response.json()
+    # SPEC §3: the config version is on every answer, admin, health and unknown paths included
+    assert response.headers["x-concord-config"] == status["version"]
+    for path in ("/healthz", "/readyz", "/no-such-path"):
+        assert httpx.get(server.url + path).headers["x-concord-config"] == status["version"]
+    assert status["files"] == [str(server.config)]
+    assert status["last_reload"]["result"] == "ok"  # type: ignore[index]
+    assert ADMIN_KEY not in json.dumps(status)
+
+
+def test_sighup_reloads(serve: StartServer) -> None:
+    server = serve()
+    before = server.status()
+    server.signal(signal.SIGHUP)
+    assert eventually(lambda: server.status()["loaded_at"] != before["loaded_at"])
+    status = server.status()
+    assert status["last_reload"]["trigger"] == "signal"  # type: ignore[index]
+    assert server.process.poll() is None  # SIGHUP did not kill the server
+    # the signal re-reads the file: an edit is served after SIGHUP even if no event was seen
+    write_atomic(server.config, gateway_yaml(server.port, "", use="beta"))
+    server.signal(signal.SIGHUP)
+    assert eventually(
+        lambda: reply_of(httpx.post(server.url + "/v1/chat/completions", json=chat())) == "from B"
+    )
+
+
+def test_configmap_symlink_swap_is_picked_up(serve: StartServer, tmp_path: Path) -> None:
+    """Kubernetes: concord.yaml -> ..data/concord.yaml, ..data -> ..<timestamp>/ swapped at once."""
+    volume = tmp_path / "config"
+    volume.mkdir()
+    port = free_port()
+    (volume / "..2026_a").mkdir()
+    (volume / "..2026_a" / "concord.yaml").write_text(gateway_yaml(port, ""), encoding="utf-8")
+    os.symlink("..2026_a", volume / "..data")
+    os.symlink("..data/concord.yaml", volume / "concord.yaml")
+    server = serve(config=volume / "concord.yaml", port=port)
+    with ClientLoop(server.url) as loop:
+        loop.wait_reply("from A")
+        (volume / "..2026_b").mkdir()
+        (volume / "..2026_b" / "concord.yaml").write_text(
+            gateway_yaml(port, "", use="beta"), encoding="utf-8"
+        )
+        os.symlink("..2026_b", volume / "..data_tmp")
+        os.replace(volume / "..data_tmp", volume / "..data")
+        (volume / "..2026_a" / "concord.yaml").unlink()
+        (volume / "..2026_a").rmdir()
+        assert loop.wait_reply("from B", timeout=2.0) < 1.0
+    assert loop.failures == []
+
+
+def test_included_files_and_new_glob_matches_are_picked_up(
+    serve: StartServer, tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    route = "routes:\n  - {name: policy, when: {model: alpha}, use: %s}\n"
+    (policies / "10-route.yaml").write_text(route % "alpha", encoding="utf-8")
+    port = free_port()
+    config = tmp_path / "concord.yaml"
+    root = gateway_yaml(port, "include: [policies/*.yaml, extra/*.yaml]\n")
+    config.write_text(root.replace("routes:\n  - {name: main, use: alpha}\n", ""), "utf-8")
+    server = serve(config=config, port=port)
+    with ClientLoop(server.url) as loop:
+        loop.wait_reply("from A")
+        write_atomic(policies / "10-route.yaml", route % "beta")
+        assert loop.wait_reply("from B", timeout=2.0) < 1.0
+    assert loop.failures == []
+    # a new file matching a glob (in a folder that did not exist at start-up) adds a model
+    gamma = "providers: {c: {type: mock, reply: from C}}\nmodels: {gamma: {targets: [c/m]}}\n"
+    assert httpx.post(server.url + "/v1/chat/completions", json=chat("gamma")).status_code == 404
+    (tmp_path / "extra").mkdir()
+    write_atomic(tmp_path / "extra" / "gamma.yaml", gamma)
+    assert eventually(
+        lambda: (
+            httpx.post(server.url + "/v1/chat/completions", json=chat("gamma")).status_code == 200
+        )
+    )
+    assert str(tmp_path / "extra" / "gamma.yaml") in server.status()["files"]  # type: ignore[operator]
+    # and a new file in a folder already watched
+    write_atomic(
+        policies / "20-delta.yaml",
+        gamma.replace("gamma", "delta").replace("c:", "d:").replace("c/m", "d/m"),
+    )
+    assert eventually(
+        lambda: (
+            httpx.post(server.url + "/v1/chat/completions", json=chat("delta")).status_code == 200
+        )
+    )
+
+
+def test_in_flight_stream_survives_a_reload_that_removes_its_route(
+    serve: StartServer, tmp_path: Path
+) -> None:
+    upstream = FakeUpstream.start_in_thread()
+    try:
+        words = " ".join(f"w{i}" for i in range(15))
+        upstream.script("slow-up", [Fault(reply=words, chunk_delay=0.08)])
+        extra = f"  up: {{type: openai, base_url: {upstream.openai_url}, api_keys: [k]}}\n"
+        port = free_port()
+        text = (
+            gateway_yaml(port, "")
+            .replace("providers:\n", "providers:\n" + extra)
+            .replace("models:\n", "models:\n  slow: {targets: [up/slow-up]}\n")
+            .replace(
+                "routes:\n", "routes:\n  - {name: streaming, when: {model: slow}, use: slow}\n"
+            )
+        )
+        config = tmp_path / "concord.yaml"
+        config.write_text(text, encoding="utf-8")
+        server = serve(config=config, port=port)
+        first_chunk = threading.Event()
+        received: list[str] = []
+
+        def stream() -> None:
+            body = chat("slow", stream=True)
+            with httpx.stream("POST", server.url + "/v1/chat/completions", json=body) as response:
+                received.append(response.headers["x-concord-route"])
+                for line in response.iter_lines():
+                    received.append(line)
+                    first_chunk.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert first_chunk.wait(5)
+        before = server.version()
+        write_atomic(config, gateway_yaml(port, ""))  # no `up`, no `slow`, no `streaming`
+        assert eventually(lambda: server.version() != before, timeout=2.0)
+        reader.join(10)
+        assert received[0] == "streaming"
+        deltas = [json.loads(line[6:]) for line in received[1:] if line.startswith("data: {")]
+        text_out = "".join(
+            d["choices"][0]["delta"].get("content") or "" for d in deltas if d["choices"]
+        )
+        assert text_out == words
+        assert received[-2:] == ["data: [DONE]", ""] or received[-1] == "data: [DONE]"
+        after = httpx.post(server.url + "/v1/chat/completions", json=chat("slow"))
+        assert after.headers["x-concord-route"] == "main"  # the new graph: no `streaming`
+        assert reply_of(after) == "from A"
+    finally:
+        upstream.stop()
+
+
+def test_two_workers_converge(serve: StartServer) -> None:
+    server = serve(workers=2)
+    fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection: any worker may answer
+    with httpx.Client(base_url=server.url, limits=fresh, timeout=5) as client:
+        assert all(client.get("/readyz").status_code == 200 for _ in range(20))
+        write_atomic(server.config, gateway_yaml(server.port, "", use="beta"))
+        time.sleep(1.0)
+        replies = [reply_of(client.post("/v1/chat/completions", json=chat())) for _ in range(40)]
+        versions = {client.get("/healthz").headers["x-concord-config"] for _ in range(40)}
+    assert set(replies) == {"from B"}
+    assert len(versions) == 1
