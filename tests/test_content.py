@@ -26,7 +26,9 @@ _KEY_VAR = re.compile(r"_KEY(_\d+)?$")
 
 
 def _yaml_documents(path: Path) -> list[Any]:
-    return [doc for doc in YAML(typ="safe").load_all(path.read_text()) if doc is not None]
+    return [
+        doc for doc in YAML(typ="safe", pure=True).load_all(path.read_text()) if doc is not None
+    ]
 
 
 def _is_concord_config(path: Path) -> bool:

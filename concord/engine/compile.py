@@ -92,6 +92,7 @@ class _Compiler:
                 c.defaults.circuit_breaker.failures, c.defaults.circuit_breaker.cooldown
             ),
             key_cooldown=c.defaults.key_cooldown,
+            reads_budget_used=_reads_field(c, "budget_used"),
         )
 
     # -- diagnostics ----------------------------------------------------------------------------
@@ -418,3 +419,21 @@ def _expectation(case: cfg.TestCase) -> g.TestExpectation:
         cache=e.cache,
         limits=tuple(e.limits) if e.limits is not None else None,
     )
+
+
+def _reads_field(config: cfg.Config, field: str) -> bool:
+    """Whether any `when` in the config (routes, rate limits, budgets, cache) names `field`."""
+    whens: list[object] = [route.when for route in config.routes]
+    whens += [route.cache.when for route in config.routes if route.cache]
+    whens += [limit.when for limit in config.rate_limits]
+    whens += [budget.when for budget in config.budgets]
+    whens.append(config.defaults.cache.when)
+    return any(_mentions(when, field) for when in whens)
+
+
+def _mentions(when: object, field: str) -> bool:
+    if isinstance(when, dict):
+        return any(key == field or _mentions(value, field) for key, value in when.items())
+    if isinstance(when, list):
+        return any(_mentions(item, field) for item in when)
+    return False

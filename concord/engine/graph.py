@@ -122,6 +122,7 @@ class Graph:
         "models",
         "providers",
         "rate_limits",
+        "reads_budget_used",
         "server",
         "storage",
         "tests",
@@ -140,6 +141,7 @@ class Graph:
     rate_limits: Mapping[str, RateLimitRule]
     budgets: tuple[BudgetRule, ...]
     tests: tuple[RoutingTest, ...]
+    reads_budget_used: bool  # some `when` reads budget_used: the data plane fetches spend first
 
     def __init__(
         self,
@@ -161,8 +163,10 @@ class Graph:
         visible: Mapping[str, frozenset[str]],
         breaker: BreakerPolicy,
         key_cooldown: float,
+        reads_budget_used: bool = True,
     ) -> None:
         init = object.__setattr__
+        init(self, "reads_budget_used", reads_budget_used)
         init(self, "version", version)
         init(self, "files", files)
         init(self, "providers", MappingProxyType(dict(providers)))

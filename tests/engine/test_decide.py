@@ -359,3 +359,22 @@ def test_provider_whose_declared_keys_are_all_unset_is_skipped(tmp_path) -> None
     assert with_key is not None
     decision = with_key.decide(RequestContext(endpoint="chat", model="m"))
     assert [a.target.id for a in decision.attempts] == ["openai/gpt-4o", "local/llama"]
+
+
+def test_graph_says_whether_any_condition_reads_budget_used() -> None:
+    """The data plane fetches budget spend before decide only when a condition needs it."""
+    from concord.config.model import Config
+    from concord.engine.compile import compile_graph
+
+    base = {
+        "version": 1,
+        "providers": {"p": {"type": "mock"}},
+        "models": {"m": {"targets": ["p/x"]}, "cheap": {"targets": ["p/y"]}},
+    }
+    plain = compile_graph(Config.model_validate({**base, "routes": [{"name": "r", "use": "m"}]}))
+    assert plain.reads_budget_used is False
+    nested = {"any": [{"model": "m"}, {"not": {"budget_used": {"gte": 0.8}}}]}
+    soft = compile_graph(
+        Config.model_validate({**base, "routes": [{"name": "r", "when": nested, "use": "cheap"}]})
+    )
+    assert soft.reads_budget_used is True
