@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
+import orjson
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
@@ -21,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concord.engine.graph import Endpoint, Graph
 from concord.gateway import tokens
@@ -38,6 +40,7 @@ from concord.gateway.limits import ConcurrencyLimiter
 from concord.gateway.record import NullRecorder, Recorder
 from concord.gateway.respond import json_response
 from concord.gateway.runtime import RuntimeState
+from concord.observability.readiness import ReadinessCheck, run_checks
 from concord.providers.registry import ProviderPool
 
 CONFIG_ENV = "CONCORD_CONFIG"
@@ -71,7 +74,7 @@ class GatewayState:
         runtime: RuntimeState | None = None,
     ) -> None:
         self.graph = graph
-        self.pool = pool or ProviderPool()
+        self.pool = pool if pool is not None else ProviderPool()  # an empty pool is falsy
         self.pool.sync(graph.providers)  # adapters open their sessions lazily, inside the loop
         self.recorder: Recorder = recorder or NullRecorder()
         self.guards: Guards = guards or NoGuards()
@@ -81,6 +84,8 @@ class GatewayState:
         self.started_at = time.time()
         self.ready = False
         self.config_path: str | None = None
+        # SPEC §3 /readyz: subsystems add named checks (state backend, database)
+        self.readiness_checks: dict[str, ReadinessCheck] = {}
         self._key_store = key_store  # a database store, when one is plugged in
         self._derived_for: Graph | None = None
         self._config_keys: KeyStore = ConfigKeyStore({}, {})
@@ -106,6 +111,31 @@ class GatewayState:
         return await authenticate(
             headers, store, open_mode=graph.auth.mode == "open", anonymous=self._anonymous
         )
+
+
+class ConfigVersionHeader:
+    """Adds `x-concord-config` to answers that lack it (health, admin, 404s); the gateway's own
+    `/v1/` answers carry the version of the graph they were served by, so they pass untouched."""
+
+    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        version = self.state.graph.version.encode()
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"x-concord-config" for name, _ in headers):
+                    headers.append((b"x-concord-config", version))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
 
 
 def create_app_from_graph(
@@ -158,8 +188,10 @@ def create_app_from_graph(
     async def readyz(request: Request) -> Response:
         if not state.ready:
             return json_response(b'{"status":"starting"}', 503, {})
-        body = b'{"status":"ready","config":"' + state.graph.version.encode() + b'"}'
-        return json_response(body, 200, {})
+        checks = await run_checks(state.readiness_checks)
+        ready = all(result == "ok" for result in checks.values())
+        body = {"status": "ready" if ready else "unready", "config": state.graph.version}
+        return json_response(orjson.dumps({**body, "checks": checks}), 200 if ready else 503, {})
 
     routes = [
         Route("/v1/chat/completions", endpoint("chat"), methods=["POST"]),
@@ -185,6 +217,7 @@ def create_app_from_graph(
                 expose_headers=["x-request-id", "x-concord-route", "x-concord-model"],
             )
         )
+    middleware.append(Middleware(ConfigVersionHeader, state=state))  # SPEC §3: on every answer
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.gateway = state
     return app

@@ -46,6 +46,27 @@ class ProviderSource(Protocol):
     def get(self, name: str) -> Provider: ...
 
 
+class AttemptObserver(Protocol):
+    """Counting hooks for metrics and passive health (SPEC §7); must not block."""
+
+    def called(self, attempt: Attempt, seconds: float, error: UpstreamError | None) -> None: ...
+
+    def retried(self, attempt: Attempt) -> None: ...
+
+    def fell_back(self, from_model: str, to_model: str) -> None: ...
+
+
+class NullObserver:
+    def called(self, attempt: Attempt, seconds: float, error: UpstreamError | None) -> None:
+        return None
+
+    def retried(self, attempt: Attempt) -> None:
+        return None
+
+    def fell_back(self, from_model: str, to_model: str) -> None:
+        return None
+
+
 @dataclass(slots=True)
 class Job:
     """What one request asks of the attempt loop."""
@@ -91,6 +112,7 @@ class AttemptRunner:
         self.runtime = runtime
         self.sleep = sleep
         self.rand = rand
+        self.observer: AttemptObserver = NullObserver()
 
     async def run(self, job: Job) -> Served:
         attempts = job.decision.attempts
@@ -100,6 +122,8 @@ class AttemptRunner:
         index = 0
         while index < len(attempts):
             attempt = attempts[index]
+            if index and attempt.model != attempts[index - 1].model:
+                self.observer.fell_back(attempts[index - 1].model, attempt.model)
             index += 1
             try:
                 provider = self.providers.get(attempt.target.provider)
@@ -168,6 +192,7 @@ class AttemptRunner:
                 continue
             except UpstreamError as error:
                 self._failed(target, error, decision)
+                self.observer.called(attempt, time.monotonic() - started, error)
                 trail.append(f"{target}: {_describe(error)}")
                 outcome.error = error
                 if isinstance(error, UpstreamStatusError) and error.status in CLIENT_ERRORS:
@@ -177,6 +202,7 @@ class AttemptRunner:
                 delay = self._delay(decision.retry, tries, error.retry_after)
                 if delay >= job.deadline - time.monotonic():
                     return outcome  # SPEC §2.5: Retry-After capped by the total deadline
+                self.observer.retried(attempt)
                 await self.sleep(delay)
                 continue
             except BaseException:
@@ -184,6 +210,7 @@ class AttemptRunner:
                 raise
             breakers.success(target)
             self.runtime.observe_latency(target, (time.monotonic() - started) * 1000)
+            self.observer.called(attempt, time.monotonic() - started, None)
             outcome.served = Served(attempt, bridge, **served)
             return outcome
         return outcome

@@ -2,21 +2,22 @@
 
 Keys arrive as `Authorization: Bearer <key>` (OpenAI SDK) or `x-api-key: <key>` (Anthropic SDK) and
 are looked up by their SHA-256 in a `KeyStore`. `ConfigKeyStore` serves the keys declared in the
-config; a database store plugs in behind the same protocol. Only the hash is ever compared or kept.
+config; `DatabaseKeys` adapts the records layer's store to the same protocol, and `ChainedKeyStore`
+asks the declared keys first, then the database. Only the hash is ever compared or kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from starlette.datastructures import Headers
 
-from concord.gateway.errors import Unauthenticated
+from concord.gateway.errors import GatewayError, Unauthenticated
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +29,19 @@ class Principal:
     user: str | None = None
     tags: frozenset[str] = frozenset()
     expires: float | None = None  # epoch seconds
+    key_id: str | None = None  # database keys only: what usage records and admin lists name
 
 
 ANONYMOUS = Principal()
+
+
+class KeysUnavailable(GatewayError):
+    """503: the key is not declared in the config and the database that may know it cannot be
+    asked right now. Saying 401 would tell the client its key is wrong, which it may not be."""
+
+    status = 503
+    code = "database_unavailable"
+    anthropic_type = "api_error"
 
 
 class KeyStore(Protocol):
@@ -47,6 +58,81 @@ class ConfigKeyStore:
 
     async def lookup(self, sha256: str) -> Principal | None:
         return self._principals.get(sha256)
+
+
+class ChainedKeyStore:
+    """Asks each store in turn; the first that knows the key answers (SPEC §2.8: keys declared
+    in the config come first, then the keys issued into the database)."""
+
+    def __init__(self, stores: Sequence[KeyStore]) -> None:
+        self.stores = tuple(stores)
+
+    async def lookup(self, sha256: str) -> Principal | None:
+        for store in self.stores:
+            principal = await store.lookup(sha256)
+            if principal is not None:
+                return principal
+        return None
+
+
+class RecordLookup(Protocol):
+    """The records layer's key store (`concord.records.KeyStore`) as this module uses it: its
+    principals carry `workspace`, `key_name`, `key_id`, `user`, `tags` and `expires`."""
+
+    async def lookup(self, sha256: str) -> Any | None: ...
+
+
+class DatabaseKeys:
+    """The records layer's keys behind the gateway's `KeyStore` protocol.
+
+    Each principal gets its workspace's tags joined to the key's (SPEC §2.4.1 `tags`) and keeps
+    its `key_id` for the usage log. While `available()` is false (the database was not reachable
+    since start-up) a lookup raises `KeysUnavailable` instead of guessing; a database error on a
+    cache miss does the same.
+    """
+
+    def __init__(
+        self,
+        store: RecordLookup,
+        workspace_tags: Callable[[str], Iterable[str]],
+        available: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._store = store
+        self._workspace_tags = workspace_tags
+        self._available = available
+        # sha256 → (records principal, workspace tags, gateway principal): converted once
+        self._converted: dict[str, tuple[Any, frozenset[str], Principal]] = {}
+
+    async def lookup(self, sha256: str) -> Principal | None:
+        if not self._available():
+            raise _keys_unavailable()
+        try:
+            found = await self._store.lookup(sha256)
+        except Exception:
+            raise _keys_unavailable() from None
+        if found is None:
+            self._converted.pop(sha256, None)
+            return None
+        workspace_tags = frozenset(self._workspace_tags(found.workspace))
+        cached = self._converted.get(sha256)
+        if cached is not None and cached[0] is found and cached[1] == workspace_tags:
+            return cached[2]
+        principal = Principal(
+            workspace=found.workspace,
+            key=found.key_name,
+            user=found.user,
+            tags=frozenset(found.tags) | workspace_tags,
+            expires=found.expires,
+            key_id=found.key_id,
+        )
+        self._converted[sha256] = (found, workspace_tags, principal)
+        return principal
+
+
+def _keys_unavailable() -> KeysUnavailable:
+    return KeysUnavailable(
+        "The key database is unavailable; retry shortly.", headers={"retry-after": "1"}
+    )
 
 
 def _principal(spec: Any, workspaces: Mapping[str, Any]) -> Principal:

@@ -1,31 +1,449 @@
-"""The guards seam (SPEC §1): rate limits, budgets and cache sit between decide and attempts.
+"""The guards step (SPEC §1): rate limits, budgets and the response cache, between decide and the
+attempts.
 
-`admit` may raise a GatewayError (429 rate_limit_exceeded, budget_exceeded) or return a changed
-decision (a budget downgrade: the handler reports `x-concord-downgraded` when the model changed);
-`settle` runs once the request ended, with its usage record (settle reservations to actual cost).
+The handler calls, per request:
+
+    prepare(graph, ctx)      → ctx with `budget_used` filled in, when a route condition reads it
+    admit(graph, ctx, decision, body, runtime)
+                             → Admission: rate limits charged (§2.7), the worst case reserved on
+                               every budget (§2.6, possibly downgrading the decision), and the
+                               cache looked up (§2.5); raises RateLimited, BudgetExceeded or
+                               StateUnreachable
+    store(admission, ...)    → a successful non-stream answer saved for later hits
+    settle(admission, record)→ token buckets corrected to actual usage, budgets to actual cost,
+                               the stored answer written: one backend call, not awaited
+
+`StateGuards` is also the `Component` that owns the state backend: opened once per process from
+`storage.state`, kept across reloads (SPEC §4: limits, spend and cache survive them), reported by
+`/readyz`, closed at shutdown. Streams are served from the cache but not stored into it: only a
+non-stream answer is a complete body that can be saved as is.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+import operator
+import time
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from concord.engine.graph import Decision, RequestContext
+from starlette.routing import BaseRoute
+
+from concord.engine.graph import Decision, Graph, RequestContext, RuntimeView, StorageSettings
+from concord.gateway.errors import BudgetExceeded, Overloaded, RateLimited
 from concord.gateway.record import UsageRecord
+from concord.state import (
+    BudgetGrant,
+    BudgetKeeper,
+    CachedResponse,
+    RateGrant,
+    RateLimiter,
+    ResponseCache,
+    Settlement,
+    StateBackend,
+    StateUnavailable,
+    Ticket,
+    cache_directives,
+    cache_key,
+    open_state,
+    worst_case_cost,
+)
+from concord.state import RateLimited as LimitHit
+from concord.state.budgets import OK as NO_BUDGET
+from concord.state.budgets import budget_lines, grant_for
+from concord.state.ratelimit import NO_GRANT, buckets_for
+from concord.translate.usage import Usage
+
+if TYPE_CHECKING:
+    from concord.gateway.app import GatewayState
+
+log = logging.getLogger("concord.gateway")
+
+CacheStatus = Literal["hit", "miss", "bypass"]
+JSON = dict[str, Any]
+
+# Redis socket timeout (seconds). Long enough that a busy event loop (hundreds of requests in
+# flight, each answer read late) is not mistaken for an outage; a refused connection still fails
+# at once, and ResilientState probes a dead server only once per second.
+STATE_TIMEOUT = 1.0
+
+
+class StateUnreachable(Overloaded):
+    """503: the request needs limits or budgets and the shared state is down with
+    `storage.state_failure: closed` (SPEC §1)."""
+
+    openai_type = "api_error"
+
+
+@dataclass(slots=True)
+class Admission:
+    """What the guards granted one request; the handler keeps it until `settle`."""
+
+    decision: Decision
+    downgraded_from: str | None = None  # SPEC §2.6: x-concord-downgraded
+    rate: RateGrant = NO_GRANT
+    budget: BudgetGrant = NO_BUDGET
+    cache_key: str | None = None  # set when the answer may be stored
+    cache_ttl: float = 0.0
+    cache_status: CacheStatus = "bypass"
+    cached: CachedResponse | None = None  # a hit: answer from here, call no upstream
+    store: tuple[str, bytes, float] | None = None  # an answer to write with the settlement
 
 
 class Guards(Protocol):
-    async def admit(self, ctx: RequestContext, decision: Decision) -> Decision: ...
+    async def prepare(self, graph: Graph, ctx: RequestContext) -> RequestContext: ...
 
-    async def settle(
-        self, ctx: RequestContext, decision: Decision, record: UsageRecord
+    async def admit(
+        self,
+        graph: Graph,
+        ctx: RequestContext,
+        decision: Decision,
+        body: JSON,
+        runtime: RuntimeView,
+    ) -> Admission: ...
+
+    async def store(
+        self, admission: Admission, body: bytes, usage: Usage, model: str, provider: str
     ) -> None: ...
+
+    async def settle(self, admission: Admission, record: UsageRecord) -> None: ...
 
 
 class NoGuards:
-    """Admits everything; the default until the state backend lands."""
+    """Admits everything and caches nothing (tests and embedders without a state backend)."""
 
-    async def admit(self, ctx: RequestContext, decision: Decision) -> Decision:
-        return decision
+    async def prepare(self, graph: Graph, ctx: RequestContext) -> RequestContext:
+        return ctx
 
-    async def settle(self, ctx: RequestContext, decision: Decision, record: UsageRecord) -> None:
+    async def admit(
+        self,
+        graph: Graph,
+        ctx: RequestContext,
+        decision: Decision,
+        body: JSON,
+        runtime: RuntimeView,
+    ) -> Admission:
+        return Admission(decision)
+
+    async def store(
+        self, admission: Admission, body: bytes, usage: Usage, model: str, provider: str
+    ) -> None:
         return None
+
+    async def settle(self, admission: Admission, record: UsageRecord) -> None:
+        return None
+
+
+class StateGuards:
+    """Guards on a `StateBackend`, and the component that owns that backend."""
+
+    def __init__(self, backend: StateBackend) -> None:
+        self.backend = backend
+        self.limiter = RateLimiter(backend)
+        self.keeper = BudgetKeeper(backend)
+        self.cache = ResponseCache(backend)
+        self._reads_budget: dict[str, bool] = {}  # graph version → a route reads budget_used
+
+    @classmethod
+    def open(cls, storage: StorageSettings) -> StateGuards:
+        """Open the backend `storage.state` names (SPEC §1); a `key_prefix` query parameter on a
+        Redis URL keeps several deployments apart on one Redis server."""
+        url, prefix = split_key_prefix(storage.state)
+        backend = open_state(
+            url, failure=storage.state_failure, key_prefix=prefix, timeout=STATE_TIMEOUT
+        )
+        return cls(backend)
+
+    # -- Component ------------------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        return []
+
+    async def start(self, state: GatewayState) -> None:
+        state.readiness_checks["state"] = self.ready
+
+    async def stop(self, state: GatewayState) -> None:
+        state.readiness_checks.pop("state", None)
+        await self.backend.close()
+
+    async def ready(self) -> bool:
+        """SPEC §3 /readyz: ready while the backend answers, or while it is down but
+        `state_failure: open` keeps requests flowing on per-process counters (degraded)."""
+        if await self.backend.ping():
+            return True
+        return getattr(self.backend, "failure", "closed") == "open"
+
+    # -- request path ---------------------------------------------------------------------------
+
+    async def prepare(self, graph: Graph, ctx: RequestContext) -> RequestContext:
+        """SPEC §2.4.1 `budget_used`, read from the backend only for graphs that route on it."""
+        reads = self._reads_budget.get(graph.version)
+        if reads is None:
+            if len(self._reads_budget) > 16:
+                self._reads_budget.clear()
+            reads = self._reads_budget[graph.version] = reads_budget_used(graph)
+        if not reads:
+            return ctx
+        rules = graph.budgets_for(ctx)
+        if not rules:
+            return ctx
+        try:
+            used = await self.keeper.used(rules, principal_ids(ctx))
+        except StateUnavailable:
+            raise _unreachable() from None
+        return replace(ctx, budget_used=used)
+
+    async def admit(
+        self,
+        graph: Graph,
+        ctx: RequestContext,
+        decision: Decision,
+        body: JSON,
+        runtime: RuntimeView,
+    ) -> Admission:
+        """Rate limits, budgets and the cache read in one backend call (one Redis round trip);
+        a request refused by either is charged nothing."""
+        admission = Admission(decision)
+        rules, budgets = decision.rate_limits, decision.budgets
+        if not rules and not budgets and decision.cache is None:
+            return admission  # SPEC §1: nothing to guard, no state to touch
+        now = time.time()
+        ids = principal_ids(ctx)
+        max_tokens = _max_tokens(body, ctx)
+        estimate = ctx.input_tokens + (max_tokens or 0)  # SPEC §2.7: tokens reserve the estimate
+        buckets, origins = buckets_for(rules, ids, estimate) if rules else ((), ())
+        lines, applied = budget_lines(budgets, ids, now) if budgets else ((), ())
+        amount = self._worst_case(graph, ctx, decision, max_tokens) if lines else 0.0
+        read = self._plan_cache(ctx, admission, body)
+        if not buckets and not lines and read is None:
+            return admission
+        ticket = Ticket(tuple(buckets), lines, amount, read)
+        try:
+            admitted = await self.backend.admit(ticket, now)
+        except StateUnavailable:
+            raise _unreachable() from None
+        if not admitted.rate.allowed:
+            rule, kind = origins[admitted.rate.denied or 0]
+            hit = LimitHit(rule.name, kind, admitted.rate.retry_after)
+            raise RateLimited(
+                f"Rate limit '{hit.rule}' exceeded ({hit.kind} per minute). "
+                f"Retry after {hit.retry_after_header} s.",
+                headers={"retry-after": hit.retry_after_header},
+            )
+        if admitted.rate.reservation is not None:
+            admission.rate = RateGrant(admitted.rate.reservation, estimate)
+        try:
+            if admitted.budget is not None:
+                admission.budget = grant_for(admitted.budget, applied)
+                await self._apply_budget(graph, ctx, admission, body, runtime)
+            if read is not None and admission.decision is decision:
+                self._found(admission, admitted.cached)
+        except BaseException:
+            self._release(admission)  # refused or cancelled: no tokens used, nothing spent
+            raise
+        return admission
+
+    @staticmethod
+    def _worst_case(
+        graph: Graph, ctx: RequestContext, decision: Decision, max_tokens: int | None
+    ) -> float:
+        """SPEC §2.6: the worst-case cost reserved on every budget."""
+        catalog = graph.models.get(decision.model) if decision.model else None
+        return worst_case_cost(
+            decision.price,
+            ctx.input_tokens,
+            max_tokens,
+            default_max_tokens=catalog.max_output_tokens if catalog else None,
+        )
+
+    async def _apply_budget(
+        self,
+        graph: Graph,
+        ctx: RequestContext,
+        admission: Admission,
+        body: JSON,
+        runtime: RuntimeView,
+    ) -> None:
+        """SPEC §2.6: block, or downgrade the model (and look the cache up for the new one)."""
+        grant, decision = admission.budget, admission.decision
+        if grant.outcome == "blocked":
+            name = grant.rule.name if grant.rule else "budget"
+            raise BudgetExceeded(f"Budget '{name}' is exhausted for this period.")
+        target = grant.downgrade_to
+        if target is None or target == decision.model:
+            return
+        downgraded = graph.replan(decision, target, ctx, runtime)
+        if downgraded.model is None or downgraded.rejection is not None:
+            return
+        admission.decision = downgraded
+        admission.downgraded_from = decision.model
+        admission.cache_key, admission.cache_ttl, admission.cache_status = None, 0.0, "bypass"
+        read = self._plan_cache(ctx, admission, body)
+        if read is not None:  # rare: a second round trip for the downgraded model's entry
+            self._found(admission, await self._read(read))
+
+    def _plan_cache(self, ctx: RequestContext, admission: Admission, body: JSON) -> str | None:
+        """SPEC §2.5: Cache-Control decides whether to read and write; the key is the resolved
+        model plus every output-shaping field, scoped to the workspace unless `scope: global`.
+        Returns the backend key to read, or None."""
+        decision = admission.decision
+        policy = decision.cache
+        if policy is None or decision.model is None:
+            return None
+        directives = cache_directives(ctx.headers)
+        if not directives.read and not directives.write:
+            return None
+        key = cache_key(
+            decision.model,
+            ctx.endpoint,
+            body,
+            ctx.workspace if policy.scope == "workspace" else None,
+        )
+        if directives.write:
+            admission.cache_key = key
+            admission.cache_ttl = policy.ttl
+        return self.cache.namespace + key if directives.read else None  # else bypass
+
+    async def _read(self, key: str) -> bytes | None:
+        try:
+            return await self.backend.cache_get(key)
+        except StateUnavailable:
+            return None
+
+    @staticmethod
+    def _found(admission: Admission, raw: bytes | None) -> None:
+        admission.cached = CachedResponse.from_bytes(raw) if raw is not None else None
+        admission.cache_status = "hit" if admission.cached is not None else "miss"
+
+    def _release(self, admission: Admission) -> None:
+        """Give back what a request that will not run reserved."""
+        settlement = Settlement(admission.rate.reservation, 0, admission.budget.reservation, 0.0)
+        admission.rate, admission.budget = NO_GRANT, NO_BUDGET
+        if not settlement.empty:
+            self.backend.settle(settlement)
+
+    async def store(
+        self, admission: Admission, body: bytes, usage: Usage, model: str, provider: str
+    ) -> None:
+        """Keep the answer for the next identical request; it is written with the settlement,
+        in the same backend call (the handler always settles after storing)."""
+        if admission.cache_key is None or admission.cached is not None:
+            return
+        usage_map = {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cached_tokens": usage.cached_tokens,
+        }
+        entry = CachedResponse(body, usage_map, model, provider, time.time())
+        key = self.cache.namespace + admission.cache_key
+        admission.store = (key, entry.to_bytes(), admission.cache_ttl)
+
+    async def settle(self, admission: Admission, record: UsageRecord) -> None:
+        """Tokens to what the upstream used (none for a hit or a failure); budgets to the
+        record's cost, which is 0 unless an upstream answered (nothing lost, nothing charged).
+        Handed to the backend without waiting: off the response path, yet applied before any
+        later call of this process (so the next request sees it)."""
+        tokens = 0 if record.cache_hit else max(record.input_tokens + record.output_tokens, 0)
+        rate = admission.rate
+        settlement = Settlement(
+            rate.reservation if tokens != rate.tokens_estimate else None,
+            tokens,
+            admission.budget.reservation,
+            0.0 if record.cache_hit else record.cost_usd,
+            admission.store,
+        )
+        admission.rate, admission.budget, admission.store = NO_GRANT, NO_BUDGET, None
+        if not settlement.empty:
+            self.backend.settle(settlement)
+
+
+def principal_ids(ctx: RequestContext) -> Mapping[str, str | None]:
+    return {"key": ctx.key, "workspace": ctx.workspace, "user": ctx.user}
+
+
+def _max_tokens(body: JSON, ctx: RequestContext) -> int | None:
+    """The output cap the upstream will see (route params applied), else the client's."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return ctx.max_tokens
+
+
+def _unreachable() -> StateUnreachable:
+    return StateUnreachable(
+        "Shared state is unreachable; this request needs rate limits or budgets.",
+        headers={"retry-after": "1"},
+    )
+
+
+def split_key_prefix(url: str, default: str = "concord:") -> tuple[str, str]:
+    """`redis://h:6379/0?key_prefix=team-a:` → (`redis://h:6379/0`, `team-a:`); Redis itself
+    would reject the unknown query parameter."""
+    if "key_prefix=" not in url:
+        return url, default
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for name, value in query if name == "key_prefix"), default)
+    rest = urlencode([(name, value) for name, value in query if name != "key_prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+# -- does a graph route on budget_used? ----------------------------------------------------------
+
+_FIELD = "budget_used"
+
+
+def reads_budget_used(graph: Graph) -> bool:
+    """True when a route (or rate-limit / cache `when`) reads `budget_used`, so `prepare` must
+    fetch spend before `decide`. Computed once per graph by walking the compiled conditions;
+    a graph whose conditions cannot be inspected is assumed to read it (correct, only slower)."""
+    routes = getattr(graph, "_routes", None)
+    default = getattr(graph, "_default_route", None)
+    if routes is None:
+        return True
+    seen: set[int] = set()
+    for node in (*routes, default):
+        if node is None:
+            continue
+        parts: list[Any] = [
+            getattr(node, "test", None),
+            getattr(node, "why_not", None),
+            getattr(node, "cache_test", None),
+            [getattr(limit, "test", None) for limit in getattr(node, "limits", ())],
+        ]
+        if _mentions(parts, seen, 0):
+            return True
+    return False
+
+
+def _mentions(obj: Any, seen: set[int], depth: int) -> bool:
+    """Whether a compiled condition (closures, generated lambdas, attrgetters) reads the field."""
+    if obj is None or depth > 64 or id(obj) in seen:
+        return False
+    seen.add(id(obj))
+    if isinstance(obj, str):
+        return obj == _FIELD
+    if isinstance(obj, operator.attrgetter):
+        return repr(obj) == f"operator.attrgetter('{_FIELD}')"
+    if isinstance(obj, types.FunctionType):
+        if _FIELD in obj.__code__.co_names:
+            return True
+        inner: list[Any] = []
+        for cell in obj.__closure__ or ():
+            try:
+                inner.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+        namespace = obj.__globals__
+        if namespace.get("__builtins__") == {}:  # a generated condition: its named constants
+            inner.extend(namespace.values())
+        return any(_mentions(item, seen, depth + 1) for item in inner)
+    if isinstance(obj, list | tuple | set | frozenset):
+        return any(_mentions(item, seen, depth + 1) for item in obj)
+    if isinstance(obj, dict):
+        return any(_mentions(item, seen, depth + 1) for item in obj.values())
+    return False

@@ -21,10 +21,18 @@ from starlette.responses import Response
 from concord.engine.graph import Decision, Endpoint, Graph, RequestContext
 from concord.gateway.attempts import AttemptsFailed, Job, Served
 from concord.gateway.auth import Principal
+from concord.gateway.cache_replay import replay_stream, with_model
 from concord.gateway.errors import ClientWire, GatewayError, ModelNotFound, PolicyRejected
+from concord.gateway.guards import Admission
 from concord.gateway.parse import apply_params, build_context, parse_json, read_body, validate
 from concord.gateway.record import UsageRecord
-from concord.gateway.respond import EventStreamResponse, StreamState, error_response, json_response
+from concord.gateway.respond import (
+    SSE_HEADERS,
+    EventStreamResponse,
+    StreamState,
+    error_response,
+    json_response,
+)
 from concord.translate.usage import Usage
 
 if TYPE_CHECKING:
@@ -37,6 +45,7 @@ class Call:
     """What one request accumulated: for its headers and its usage record."""
 
     __slots__ = (
+        "admission",
         "calls",
         "ctx",
         "decision",
@@ -63,6 +72,7 @@ class Call:
         self.decision: Decision | None = None
         self.served: Served | None = None
         self.downgraded: str | None = None
+        self.admission: Admission | None = None
         self.calls = 0
 
     def headers(self) -> dict[str, str]:
@@ -70,7 +80,7 @@ class Call:
         headers = {
             "x-request-id": self.request_id,
             "x-concord-config": self.graph.version,
-            "x-concord-cache": "bypass",
+            "x-concord-cache": self.admission.cache_status if self.admission else "bypass",
             "x-concord-attempts": str(self.calls),
         }
         decision = self.decision
@@ -81,6 +91,12 @@ class Call:
         if self.served is not None:
             headers["x-concord-model"] = self.served.attempt.model
             headers["x-concord-provider"] = self.served.attempt.target.provider
+        elif self.admission is not None and self.admission.cached is not None:
+            hit = self.admission.cached  # SPEC §2.5: who answered originally
+            if hit.model:
+                headers["x-concord-model"] = hit.model
+            if hit.provider:
+                headers["x-concord-provider"] = hit.provider
         if self.downgraded:
             headers["x-concord-downgraded"] = self.downgraded
         return headers
@@ -95,6 +111,7 @@ class Call:
     ) -> UsageRecord:
         principal = self.principal
         served = self.served
+        hit = self.admission.cached if self.admission is not None else None
         usage = usage or Usage()
         cost = 0.0
         if served is not None:
@@ -108,10 +125,11 @@ class Call:
             time=self.wall,
             workspace=principal.workspace if principal else "default",
             key=principal.key if principal else None,
+            key_id=principal.key_id if principal else None,
             user=ctx.user if ctx else (principal.user if principal else None),
             requested_model=ctx.model if ctx else "",
-            model=served.attempt.model if served else None,
-            provider=served.attempt.target.provider if served else None,
+            model=served.attempt.model if served else (hit.model if hit else None),
+            provider=served.attempt.target.provider if served else (hit.provider if hit else None),
             target=served.attempt.target.id if served else None,
             route=self.decision.route if self.decision else None,
             endpoint=self.endpoint,
@@ -119,7 +137,8 @@ class Call:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cached_tokens=usage.cached_tokens,
-            cost_usd=cost,
+            cost_usd=cost,  # a cache hit costs nothing: no upstream was called
+            cache_hit=hit is not None,
             latency_ms=(time.monotonic() - self.started) * 1000,
             ttft_ms=(first_byte_at - self.started) * 1000 if first_byte_at else None,
             attempts=self.calls,
@@ -142,16 +161,23 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
         validate(endpoint, body)
         await state.limiter.acquire()
         holding = True
-        ctx = call.ctx = build_context(endpoint, body, call.principal, request.headers)
-        decision = call.decision = graph.decide(ctx, state.runtime.view(state.pool.unavailable()))
+        ctx = build_context(endpoint, body, call.principal, request.headers)
+        ctx = call.ctx = await state.guards.prepare(graph, ctx)  # budget_used, when routed on
+        runtime = state.runtime.view(state.pool.unavailable())
+        decision = call.decision = graph.decide(ctx, runtime)
         _check(decision, ctx)
-        admitted = await state.guards.admit(ctx, decision)
-        if admitted.model != decision.model:
-            call.downgraded = decision.model  # SPEC §2.6: x-concord-downgraded: <from>
-        decision = call.decision = admitted
+        sent = apply_params(body, decision.params)
+        # SPEC §1 guards: rate limits, budgets (maybe a downgrade), cache lookup
+        admission = call.admission = await state.guards.admit(graph, ctx, decision, sent, runtime)
+        call.downgraded = admission.downgraded_from  # SPEC §2.6: x-concord-downgraded: <from>
+        if admission.decision is not decision:
+            decision = call.decision = admission.decision
+            sent = apply_params(body, decision.params)
+        if admission.cached is not None:
+            return await _replay(state, call, body)
         job = Job(
             endpoint=endpoint,
-            body=apply_params(body, decision.params),
+            body=sent,
             ctx=ctx,
             decision=decision,
             deadline=call.started + graph.server.request_timeout,
@@ -195,14 +221,43 @@ async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
     upstream_body = served.response.body
     usage = served.bridge.usage(upstream_body)
     content = orjson.dumps(served.bridge.response(upstream_body, call.ctx.model))
+    if call.admission is not None:  # SPEC §2.5: keep it for the next identical request
+        attempt = served.attempt
+        await state.guards.store(
+            call.admission, content, usage, attempt.model, attempt.target.provider
+        )
     await _finish(state, call, call.record(200, usage))
     return json_response(content, 200, call.headers())
 
 
+async def _replay(state: GatewayState, call: Call, body: dict) -> Response:
+    """Answer from the cache (SPEC §2.5), as a stream when the client asked for one."""
+    assert call.admission is not None and call.admission.cached is not None
+    assert call.ctx is not None
+    hit = call.admission.cached
+    content, parsed = with_model(hit.body, call.ctx.model)
+    usage = Usage(
+        input_tokens=int(hit.usage.get("input_tokens", 0)),
+        output_tokens=int(hit.usage.get("output_tokens", 0)),
+        cached_tokens=int(hit.usage.get("cached_tokens", 0)),
+    )
+    await _finish(state, call, call.record(200, usage))
+    headers = call.headers()
+    if call.ctx.stream and call.endpoint != "embeddings" and parsed is not None:
+        events = replay_stream(call.endpoint, parsed, include_usage=_include_usage(body))
+        headers.update(SSE_HEADERS)
+        return Response(events, 200, headers, media_type="text/event-stream")
+    return json_response(content, 200, headers)
+
+
+def _include_usage(body: dict) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
 def _stream(state: GatewayState, call: Call, served: Served, body: dict) -> Response:
     assert served.stream is not None and call.ctx is not None
-    options = body.get("stream_options")
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    include_usage = _include_usage(body)
     relay = served.bridge.relay(
         call.ctx.model, include_usage=include_usage, input_tokens=call.ctx.input_tokens
     )
@@ -221,9 +276,9 @@ def _stream(state: GatewayState, call: Call, served: Served, body: dict) -> Resp
 
 async def _finish(state: GatewayState, call: Call, record: UsageRecord) -> None:
     state.recorder.record(record)
-    if call.ctx is not None and call.decision is not None:
+    if call.admission is not None:
         try:
-            await state.guards.settle(call.ctx, call.decision, record)
+            await state.guards.settle(call.admission, record)
         except Exception:
             log.exception("guards.settle failed for %s", call.request_id)
 

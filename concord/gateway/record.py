@@ -35,6 +35,7 @@ class UsageRecord:
     attempts: int = 0
     stream: bool = False
     error_type: str | None = None
+    key_id: str | None = None  # database keys: the id admin lists show (SPEC §5)
 
 
 class Recorder(Protocol):

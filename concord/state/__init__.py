@@ -8,6 +8,7 @@ across config reloads (SPEC §4: limits, spend and cache survive reloads); the p
 from __future__ import annotations
 
 from concord.state.backend import (
+    Admitted,
     Bucket,
     BudgetLine,
     BudgetReservation,
@@ -15,9 +16,11 @@ from concord.state.backend import (
     FailureMode,
     RateReservation,
     RateVerdict,
+    Settlement,
     StateBackend,
     StateError,
     StateUnavailable,
+    Ticket,
     open_state,
 )
 from concord.state.budgets import (
@@ -41,6 +44,7 @@ from concord.state.ratelimit import RateGrant, RateLimited, RateLimiter
 from concord.state.resilient import ResilientState
 
 __all__ = [
+    "Admitted",
     "Bucket",
     "BudgetGrant",
     "BudgetKeeper",
@@ -58,9 +62,11 @@ __all__ = [
     "RateVerdict",
     "ResilientState",
     "ResponseCache",
+    "Settlement",
     "StateBackend",
     "StateError",
     "StateUnavailable",
+    "Ticket",
     "cache_directives",
     "cache_key",
     "open_state",

@@ -15,7 +15,7 @@ the policy layers (`RateLimiter`, `BudgetKeeper`, `ResponseCache`), not this pro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -102,6 +102,48 @@ class BudgetVerdict:
     reservation: BudgetReservation | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Everything one request asks of the state at admission, answered in one backend call:
+    take `buckets` (SPEC §2.7), reserve `amount` USD on `lines` (§2.6), read `cache_key` (§2.5).
+    """
+
+    buckets: tuple[Bucket, ...] = ()
+    lines: tuple[BudgetLine, ...] = ()
+    amount: float = 0.0
+    cache_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The answer to a `Ticket`. A refused request is charged nothing: `rate` refused → budgets
+    untouched (`budget` None); a hard budget line exhausted → no bucket charged. `cached` is read
+    only for an admitted request (None: a miss, or no key)."""
+
+    rate: RateVerdict
+    budget: BudgetVerdict | None = None
+    cached: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What one finished request owes the state: token buckets corrected to `tokens`, budget
+    reservation replaced by `cost` USD, and optionally a response to store (key, value, ttl)."""
+
+    rate: RateReservation | None = None
+    tokens: int = 0
+    budget: BudgetReservation | None = None
+    cost: float = 0.0
+    store: tuple[str, bytes, float] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.rate is None and self.budget is None and self.store is None
+
+
+SettleCallback = Callable[[tuple[float, ...] | BaseException], None]
+
+
 class StateBackend(Protocol):
     """Shared state for the guards step. Every method is atomic with respect to other callers."""
 
@@ -156,6 +198,20 @@ class StateBackend(Protocol):
 
     async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
         """Store `value` for `ttl` seconds."""
+        ...
+
+    async def admit(self, ticket: Ticket, now: float | None = None) -> Admitted:
+        """All of a request's admission in one atomic step (see `Ticket` and `Admitted`)."""
+        ...
+
+    def settle(self, settlement: Settlement, done: SettleCallback | None = None) -> None:
+        """Apply `settlement` without making the caller wait for it. It is applied before any
+        later call of this process; `done` receives the budget lines' new spend, or the error
+        that lost the settlement. `flush` waits for every settlement sent so far."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every settlement handed to `settle` has been applied."""
         ...
 
     async def ping(self) -> bool:

@@ -21,10 +21,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 
 from concord.engine.graph import BudgetRule, Price
-from concord.state.backend import BudgetLine, BudgetReservation, StateBackend, StateUnavailable
+from concord.state.backend import (
+    BudgetLine,
+    BudgetReservation,
+    BudgetVerdict,
+    StateBackend,
+    StateUnavailable,
+)
 from concord.state.principal import PrincipalIds, scope_id, state_key
 
 log = logging.getLogger("concord.state")
@@ -91,6 +98,22 @@ def worst_case_cost(
     )
 
 
+_DAY = 86400.0
+
+
+@lru_cache(maxsize=64)
+def _period_of_day(period: Period, day: int) -> tuple[str, float]:
+    """(period id, end timestamp) of the period holding UTC day number `day` (memoised: the
+    calendar arithmetic runs once a day per period kind, not once per request)."""
+    start = day * _DAY
+    return period_id(period, start), period_end(period, start).timestamp()
+
+
+def period_bounds(period: Period, now: float) -> tuple[str, float]:
+    """The id and the end (epoch seconds) of the calendar UTC period holding `now`."""
+    return _period_of_day(period, int(now // _DAY))
+
+
 def budget_key(rule: BudgetRule, ident: str) -> str:
     """Backend key of one rule's budget for one principal; the period is added by the backend."""
     return state_key("b", rule.name, rule.scope, ident)
@@ -110,6 +133,29 @@ class BudgetGrant:
 
 
 OK = BudgetGrant("ok")
+
+
+def budget_lines(
+    rules: Sequence[BudgetRule], principal_ids: PrincipalIds, now: float
+) -> tuple[tuple[BudgetLine, ...], tuple[BudgetRule, ...]]:
+    """The lines a request is charged to, and the rule behind each (pure)."""
+    lines: list[BudgetLine] = []
+    applied: list[BudgetRule] = []
+    for rule in rules:
+        ident = scope_id(rule.scope, principal_ids)
+        if ident:
+            lines.append(BudgetKeeper._line(rule, ident, now))
+            applied.append(rule)
+    return tuple(lines), tuple(applied)
+
+
+def grant_for(verdict: BudgetVerdict, applied: Sequence[BudgetRule]) -> BudgetGrant:
+    """The outcome of a reservation: a `block` budget wins over a `downgrade` one."""
+    if verdict.blocked_by is not None:
+        return BudgetGrant("blocked", applied[verdict.blocked_by])
+    if verdict.exhausted:  # only soft lines: the request goes on with the cheaper model
+        return BudgetGrant("downgrade", applied[verdict.exhausted[0]], verdict.reservation)
+    return BudgetGrant("ok", None, verdict.reservation)
 
 
 class BudgetKeeper:
@@ -132,18 +178,11 @@ class BudgetKeeper:
         `StateUnavailable` propagates when the backend is down with `failure: closed`.
         """
         now = time.time() if now is None else now
-        applied = [
-            (rule, ident) for rule in rules if (ident := scope_id(rule.scope, principal_ids))
-        ]
-        if not applied:
+        lines, applied = budget_lines(rules, principal_ids, now)
+        if not lines:
             return OK
-        lines = [self._line(rule, ident, now) for rule, ident in applied]
         verdict = await self.backend.budget_reserve(lines, worst_case_usd, now)
-        if verdict.blocked_by is not None:
-            return BudgetGrant("blocked", applied[verdict.blocked_by][0])
-        if verdict.exhausted:  # only soft lines: the request goes on with the cheaper model
-            return BudgetGrant("downgrade", applied[verdict.exhausted[0]][0], verdict.reservation)
-        return BudgetGrant("ok", None, verdict.reservation)
+        return grant_for(verdict, applied)
 
     async def settle(self, grant: BudgetGrant, actual_usd: float) -> None:
         """Charge the actual cost (0 when no upstream call was billed) to every reserved budget.
@@ -168,7 +207,7 @@ class BudgetKeeper:
         if not applied:
             return 0.0
         periods = [
-            (budget_key(rule, ident), period_id(rule.period, now)) for rule, ident in applied
+            (budget_key(rule, ident), period_bounds(rule.period, now)[0]) for rule, ident in applied
         ]
         spent = await self.backend.budget_spent(periods)
         return max(
@@ -194,10 +233,7 @@ class BudgetKeeper:
     @staticmethod
     def _line(rule: BudgetRule, ident: str, now: float) -> BudgetLine:
         soft = rule.on_exceed == "downgrade" and rule.downgrade_to is not None
+        pid, end = period_bounds(rule.period, now)
         return BudgetLine(
-            budget_key(rule, ident),
-            period_id(rule.period, now),
-            rule.limit_usd,
-            hard=not soft,
-            ttl=period_end(rule.period, now).timestamp() - now + _GRACE,
+            budget_key(rule, ident), pid, rule.limit_usd, not soft, end - now + _GRACE
         )

@@ -74,9 +74,14 @@ class CacheDirectives:
     write: bool = True
 
 
+_DEFAULT_DIRECTIVES = CacheDirectives()
+
+
 def cache_directives(headers: Mapping[str, str]) -> CacheDirectives:
     """HTTP semantics: `no-cache` (or `Pragma: no-cache`) skips the lookup but may refresh the
     entry; `no-store` neither reads nor writes. `headers` keys are lower-case."""
+    if "cache-control" not in headers and "pragma" not in headers:
+        return _DEFAULT_DIRECTIVES  # the usual request: nothing to parse
     tokens = {
         part.split("=", 1)[0].strip().lower()
         for part in headers.get("cache-control", "").split(",")

@@ -14,12 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from concord.state.backend import (
+    Admitted,
     Bucket,
     BudgetLine,
     BudgetReservation,
     BudgetVerdict,
     RateReservation,
     RateVerdict,
+    SettleCallback,
+    Settlement,
+    Ticket,
     units_to_usd,
     usd_to_units,
 )
@@ -28,6 +32,7 @@ from concord.state.tokenbucket import refill, shortfall_wait, time_to_full
 # Stale rate buckets and budget periods are dropped by a sweep once this many have accumulated.
 _SWEEP_THRESHOLD = 10_000
 _DEFAULT_PERIOD_LIFETIME = 33 * 86400.0
+_NOTHING_TAKEN = RateVerdict(True)  # admitted by the rate limits without charging a bucket
 
 
 @dataclass(slots=True)
@@ -86,6 +91,15 @@ class MemoryState:
         self, buckets: Sequence[Bucket], now: float | None = None
     ) -> RateVerdict:
         now = time.time() if now is None else now
+        levels, refusal = self._rate_check(buckets, now)
+        if refusal is not None:
+            return refusal
+        return self._rate_take(tuple(buckets), levels, now)
+
+    def _rate_check(
+        self, buckets: Sequence[Bucket], now: float
+    ) -> tuple[list[float], RateVerdict | None]:
+        """Every bucket's level now, and the refusal if one lacks room (nothing written)."""
         levels: list[float] = []
         wait, denied = 0.0, None
         for i, b in enumerate(buckets):
@@ -95,16 +109,23 @@ class MemoryState:
             if need > 0 and (denied is None or need > wait):
                 wait, denied = need, i
         if denied is not None:
-            return RateVerdict(False, retry_after=wait, denied=denied)
+            return levels, RateVerdict(False, retry_after=wait, denied=denied)
+        return levels, None
+
+    def _rate_take(
+        self, buckets: tuple[Bucket, ...], levels: list[float], now: float
+    ) -> RateVerdict:
         for b, level in zip(buckets, levels, strict=True):
             self._put_level(b, level - b.cost, now)
         self._maybe_sweep(now)
-        return RateVerdict(True, reservation=RateReservation(tuple(buckets)))
+        return RateVerdict(True, reservation=RateReservation(buckets))
 
     async def rate_settle(
         self, reservation: RateReservation, actual_tokens: int, now: float | None = None
     ) -> None:
-        now = time.time() if now is None else now
+        self._rate_settle(reservation, actual_tokens, time.time() if now is None else now)
+
+    def _rate_settle(self, reservation: RateReservation, actual_tokens: int, now: float) -> None:
         for b in reservation.buckets:
             if not b.settles or b.cost == actual_tokens:
                 continue
@@ -119,8 +140,11 @@ class MemoryState:
 
     def _put_level(self, b: Bucket, level: float, now: float) -> None:
         prev = self._levels.get(b.key)
-        ts = max(now, prev.ts) if prev else now
-        self._levels[b.key] = _Level(level, ts, ts + time_to_full(level, b.limit, b.window))
+        if prev is None:
+            self._levels[b.key] = _Level(level, now, now + time_to_full(level, b.limit, b.window))
+            return
+        ts = now if now > prev.ts else prev.ts
+        prev.level, prev.ts, prev.full_at = level, ts, ts + time_to_full(level, b.limit, b.window)
 
     # -- budgets (SPEC §2.6) ------------------------------------------------------------------
 
@@ -128,6 +152,15 @@ class MemoryState:
         self, lines: Sequence[BudgetLine], amount: float, now: float | None = None
     ) -> BudgetVerdict:
         now = time.time() if now is None else now
+        periods, verdict = self._budget_check(lines, now)
+        if verdict.blocked_by is not None:
+            return verdict
+        return self._budget_take(tuple(lines), periods, verdict, amount, now)
+
+    def _budget_check(
+        self, lines: Sequence[BudgetLine], now: float
+    ) -> tuple[list[_Period], BudgetVerdict]:
+        """Each line's period and the verdict before reserving (nothing reserved yet)."""
         self._maybe_sweep(now)
         periods = [self._period(line.key, line.period_id, line.ttl, now) for line in lines]
         exhausted, blocked_by = [], None
@@ -141,17 +174,31 @@ class MemoryState:
                     blocked_by = i
         spent = tuple(units_to_usd(p.spent) for p in periods)
         if blocked_by is not None:
-            return BudgetVerdict(False, spent, tuple(exhausted), blocked_by)
+            return periods, BudgetVerdict(False, spent, tuple(exhausted), blocked_by)
+        return periods, BudgetVerdict(True, spent, tuple(exhausted))
+
+    def _budget_take(
+        self,
+        lines: tuple[BudgetLine, ...],
+        periods: list[_Period],
+        verdict: BudgetVerdict,
+        amount: float,
+        now: float,
+    ) -> BudgetVerdict:
         units, rid = max(usd_to_units(amount), 0), secrets.token_hex(8)
+        lease = (units, now + self.budget_lease)
         for period in periods:
-            period.leases[rid] = (units, now + self.budget_lease)
+            period.leases[rid] = lease
             period.reserved += units
-        reservation = BudgetReservation(tuple(lines), rid, units_to_usd(units))
-        return BudgetVerdict(True, spent, tuple(exhausted), None, reservation)
+        reservation = BudgetReservation(lines, rid, units_to_usd(units))
+        return BudgetVerdict(True, verdict.spent, verdict.exhausted, None, reservation)
 
     async def budget_settle(
         self, reservation: BudgetReservation, actual: float
     ) -> tuple[float, ...]:
+        return self._budget_settle(reservation, actual)
+
+    def _budget_settle(self, reservation: BudgetReservation, actual: float) -> tuple[float, ...]:
         now, units = time.time(), max(usd_to_units(actual), 0)
         spent = []
         for line in reservation.lines:
@@ -170,6 +217,10 @@ class MemoryState:
     async def budget_seed(
         self, key: str, period_id: str, spent: float, *, ttl: float | None = None
     ) -> None:
+        self.seed_now(key, period_id, spent, ttl=ttl)
+
+    def seed_now(self, key: str, period_id: str, spent: float, *, ttl: float | None = None) -> None:
+        """`budget_seed` without a suspension point (the resilient wrapper's bookkeeping)."""
         period = self._period(key, period_id, ttl, time.time())
         period.spent = max(period.spent, usd_to_units(spent))
 
@@ -186,6 +237,9 @@ class MemoryState:
     # -- response cache (SPEC §2.5) -----------------------------------------------------------
 
     async def cache_get(self, key: str) -> bytes | None:
+        return self._cache_get(key)
+
+    def _cache_get(self, key: str) -> bytes | None:
         entry = self._cache.get(key)
         if entry is None:
             return None
@@ -197,6 +251,9 @@ class MemoryState:
         return value
 
     async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
+        self._cache_set(key, value, ttl)
+
+    def _cache_set(self, key: str, value: bytes, ttl: float) -> None:
         if ttl <= 0 or self.cache_max_entries <= 0 or len(value) > self.cache_max_bytes:
             return
         old = self._cache.pop(key, None)
@@ -207,6 +264,43 @@ class MemoryState:
         # Least recently used first out, until both the entry and the byte bound hold.
         while len(self._cache) > self.cache_max_entries or self._cache_bytes > self.cache_max_bytes:
             self._cache_bytes -= len(self._cache.popitem(last=False)[1][0])
+
+    # -- one call per request (the guards step) --------------------------------------------------
+
+    async def admit(self, ticket: Ticket, now: float | None = None) -> Admitted:
+        return self.admit_now(ticket, time.time() if now is None else now)
+
+    def admit_now(self, ticket: Ticket, now: float) -> Admitted:
+        """`admit` without a suspension point: atomic on the event loop by construction."""
+        buckets, lines = ticket.buckets, ticket.lines
+        levels: list[float] = []
+        if buckets:
+            levels, refusal = self._rate_check(buckets, now)
+            if refusal is not None:
+                return Admitted(refusal)
+        budget = None
+        if lines:
+            periods, budget = self._budget_check(lines, now)
+            if budget.blocked_by is not None:
+                return Admitted(_NOTHING_TAKEN, budget)  # no bucket charged either
+            budget = self._budget_take(lines, periods, budget, ticket.amount, now)
+        rate = self._rate_take(buckets, levels, now) if buckets else _NOTHING_TAKEN
+        cached = self._cache_get(ticket.cache_key) if ticket.cache_key is not None else None
+        return Admitted(rate, budget, cached)
+
+    def settle(self, settlement: Settlement, done: SettleCallback | None = None) -> None:
+        if settlement.rate is not None:
+            self._rate_settle(settlement.rate, settlement.tokens, time.time())
+        spent: tuple[float, ...] = ()
+        if settlement.budget is not None:
+            spent = self._budget_settle(settlement.budget, settlement.cost)
+        if settlement.store is not None:
+            self._cache_set(*settlement.store)
+        if done is not None:
+            done(spent)
+
+    async def flush(self) -> None:
+        return None
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from urllib.parse import quote
 
 PrincipalIds = Mapping[str, str | None]
@@ -22,6 +23,7 @@ def scope_id(per: str, ids: PrincipalIds) -> str | None:
     return value if value else None
 
 
+@lru_cache(maxsize=8192)  # the same few principals ask again and again: skip the escaping
 def state_key(kind: str, rule_name: str, per: str, ident: str) -> str:
     """A backend key for one rule and principal; names and ids are escaped so none can collide."""
     return f"{kind}:{quote(rule_name, safe='')}:{per}:{quote(ident, safe='')}"

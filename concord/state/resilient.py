@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from concord.state.backend import (
+    Admitted,
     Bucket,
     BudgetLine,
     BudgetReservation,
@@ -31,8 +32,11 @@ from concord.state.backend import (
     FailureMode,
     RateReservation,
     RateVerdict,
+    SettleCallback,
+    Settlement,
     StateBackend,
     StateUnavailable,
+    Ticket,
 )
 from concord.state.memory import MemoryState
 
@@ -243,6 +247,85 @@ class ResilientState:
             self._mark_down(exc)
         else:
             self._mark_up()
+
+    # -- one call per request (the guards step) --------------------------------------------------
+
+    async def admit(self, ticket: Ticket, now: float | None = None) -> Admitted:
+        if self._should_try():
+            try:
+                admitted = await self.primary.admit(ticket, now)
+            except StateUnavailable as exc:
+                self._mark_down(exc)
+            else:
+                self._mark_up()
+                if admitted.budget is not None:
+                    self._remember_now(ticket.lines, admitted.budget.spent)
+                return admitted
+        if ticket.buckets or ticket.lines:  # a cache-only request is served without state
+            self._refuse_if_closed()
+        local = replace(ticket, cache_key=None)  # the cache is skipped, not moved into memory
+        admitted = self.fallback.admit_now(local, time.time() if now is None else now)
+        rate, budget = admitted.rate, admitted.budget
+        if rate.reservation is not None:
+            rate = replace(rate, reservation=replace(rate.reservation, local=True))
+        if budget is not None and budget.reservation is not None:
+            budget = replace(budget, reservation=replace(budget.reservation, local=True))
+        return Admitted(rate, budget)
+
+    def settle(self, settlement: Settlement, done: SettleCallback | None = None) -> None:
+        """Local reservations settle locally; the rest goes to the primary in the background,
+        and budget spend it could not take is kept for replay (as in `budget_settle`)."""
+        rate, budget = settlement.rate, settlement.budget
+        if rate is not None and rate.local:
+            self.fallback.settle(Settlement(rate, settlement.tokens))
+            rate = None
+        if budget is not None and budget.local:
+            self.fallback.settle(Settlement(budget=budget, cost=settlement.cost))
+            replay = replace(budget, id="replay-" + secrets.token_hex(8), local=False)
+            self._pending.append((replay, settlement.cost))
+            budget = None
+        remote = replace(settlement, rate=rate, budget=budget)
+        if remote.empty:
+            if done is not None:
+                done(())
+            return
+        if not self._should_try():
+            self._settle_lost(remote)  # a settlement is never refused, even with failure=closed
+            if done is not None:
+                done(())
+            return
+
+        def answered(result: tuple[float, ...] | BaseException) -> None:
+            if isinstance(result, BaseException):
+                known = isinstance(result, StateUnavailable)
+                self._mark_down(result if known else StateUnavailable(type(result).__name__))
+                self._settle_lost(remote)
+            else:
+                self._mark_up()
+                if remote.budget is not None:
+                    self._remember_now(remote.budget.lines, result)
+            if done is not None:
+                done(result)
+
+        self.primary.settle(remote, answered)
+
+    def _settle_lost(self, settlement: Settlement) -> None:
+        """The primary did not take a settlement: its buckets refill and its lease expires by
+        themselves; the budget spend is kept for replay and counted locally meanwhile."""
+        budget = settlement.budget
+        if budget is not None:
+            self._pending.append((budget, settlement.cost))
+            self.fallback.settle(Settlement(budget=budget, cost=settlement.cost))
+
+    async def flush(self) -> None:
+        try:
+            await self.primary.flush()
+        except StateUnavailable as exc:
+            self._mark_down(exc)
+
+    def _remember_now(self, lines: Sequence[BudgetLine], spent: Sequence[float]) -> None:
+        for line, value in zip(lines, spent, strict=True):
+            self.fallback.seed_now(line.key, line.period_id, value, ttl=line.ttl)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -53,7 +53,8 @@ def test_workers_share_one_fresh_directory(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_without_a_directory_a_fresh_one_is_created(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    monkeypatch.setenv(MULTIPROC_ENV, "")  # recorded, so teardown removes what prepare sets
+    monkeypatch.delenv(MULTIPROC_ENV)
     directory = prepare_multiprocess_dir()
     assert os.environ[MULTIPROC_ENV] == directory and os.listdir(directory) == []
     os.rmdir(directory)

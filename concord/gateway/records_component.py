@@ -1,0 +1,333 @@
+"""Durable records in the running gateway (SPEC §1, §2.6, §2.8, §5).
+
+`Records` is one object in three roles, wired by `gateway.assemble`:
+
+- a `Component`: at start it migrates `storage.database`, syncs the workspaces the config declares,
+  loads the API keys, rebuilds budget spend from the usage log (memory state backend only) and
+  registers `/readyz`'s "database" check; at stop it flushes every queued usage record (or
+  journals it) and closes the database. It mounts the admin API and `/_stats/today`.
+- the `Recorder`: usage records go to the batched `UsageWriter`; `record()` never blocks.
+- the `KeyStore`: keys declared in the graph serving now first, then the database's keys.
+
+If the database cannot be reached at start-up, the gateway starts anyway: declared keys work,
+usage goes to the journal, `/readyz` reports the database down, and a background task retries
+every `retry_interval` until it can finish the start-up steps; the writer then replays the journal.
+
+The journal is a directory of JSON-lines files holding records the database did not take yet:
+`<database file>.usage-journal/` for a SQLite file, `<config dir>/.concord-journal/` otherwise
+(PostgreSQL, in-memory SQLite). Processes on one host may share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Coroutine, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.routing import BaseRoute
+
+from concord.admin.routes import AdminContext, admin_routes
+from concord.engine.graph import Graph
+from concord.gateway.auth import (
+    ChainedKeyStore,
+    ConfigKeyStore,
+    DatabaseKeys,
+    Principal,
+)
+from concord.gateway.auth import KeyStore as GatewayKeyStore
+from concord.gateway.record import UsageRecord
+from concord.records import migrations
+from concord.records.db import Database, open_database, resolve_url
+from concord.records.keys import KeyStore
+from concord.records.queries import UsageQueries, period_start
+from concord.records.usage import UsageWriter
+from concord.records.workspaces import Workspaces
+from concord.state import BudgetKeeper
+
+if TYPE_CHECKING:
+    from concord.engine.decision import BudgetRule
+    from concord.gateway.app import GatewayState
+
+log = logging.getLogger("concord.records")
+
+JOURNAL_DIRNAME = ".concord-journal"
+CONNECT_TIMEOUT = 10.0  # seconds the start-up steps may take before the gateway serves without
+RETRY_INTERVAL = 1.0  # seconds between attempts to reach a database that was down at start-up
+TAGS_REFRESH = 5.0  # seconds between reloads of database workspaces' tags
+
+
+class ReplayingWriter(UsageWriter):
+    """`UsageWriter` whose failed journal replay gives back every file it claimed.
+
+    `UsageWriter._replay` claims all journal files, and when one insert fails it releases only
+    that file: the others keep this process's claim and are never replayed (until a restart
+    sees them as stale). Releasing what is still claimed once a replay returns fixes that; it
+    runs under the writer's lock, so no replay of this process is in flight. Remove this class
+    once `records/usage.py` releases the remaining claims itself.
+    """
+
+    async def _replay(self) -> int:
+        try:
+            return await super()._replay()
+        finally:
+            journal = self._journal
+            for path in journal.directory.glob(f"usage-*.jsonl.claimed-{os.getpid()}"):
+                journal.release(path)
+
+
+def journal_dir(database_url: str, base_dir: Path) -> Path:
+    """Where unwritten usage records wait (see the module docstring)."""
+    resolved = resolve_url(database_url, base_dir=base_dir)
+    if resolved.dialect == "sqlite" and not resolved.memory and resolved.url.database:
+        path = Path(resolved.url.database)
+        return path.with_name(path.name + ".usage-journal")
+    return base_dir / JOURNAL_DIRNAME
+
+
+def unmigrated_database(url: str, base_dir: Path) -> Database:
+    """The database handle, built without connecting, so routes and stores can exist before the
+    event loop runs. `open_database(migrate=False)` only builds the engine and never suspends;
+    it is driven to completion here and migrations run later, in `Records.start`."""
+    opening = open_database(url, base_dir=base_dir, migrate=False)
+    try:
+        opening.send(None)
+    except StopIteration as done:
+        database: Database = done.value
+        return database
+    opening.close()
+    raise RuntimeError("open_database(migrate=False) unexpectedly waited for I/O")
+
+
+class Records:
+    """Workspaces, API keys and the usage log of one gateway process."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        config_path: str,
+        *,
+        keeper: BudgetKeeper | None = None,
+        retry_interval: float = RETRY_INTERVAL,
+    ) -> None:
+        # SPEC §1: sqlite paths are relative to the config file, as `concord keys` resolves them
+        base_dir = Path(config_path).absolute().parent
+        self.database = unmigrated_database(graph.storage.database, base_dir)
+        self.journal_dir = journal_dir(graph.storage.database, base_dir)
+        self.keys = KeyStore(self.database)
+        self.workspaces = Workspaces(self.database)
+        self.usage = UsageQueries(self.database)
+        self.writer = ReplayingWriter(
+            self.database, self.journal_dir, retry_interval=retry_interval
+        )
+        self.keeper = keeper
+        self.online = False  # migrated, declared workspaces synced, keys loaded
+        self._retry_interval = retry_interval
+        self._graph = graph  # until start: embedders that skip lifespan still get declared keys
+        self._state: GatewayState | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._chores: set[asyncio.Task[None]] = set()
+        self._tags: dict[str, frozenset[str]] = {}  # database workspaces' tags
+        self._declared_for: Graph | None = None
+        self._chain: GatewayKeyStore = ConfigKeyStore({}, {})
+        self._database_keys = DatabaseKeys(self.keys, self._workspace_tags, self._keys_available)
+        self._started = False
+
+    # -- Component -----------------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        context = AdminContext(
+            admin_key=self._admin_key,  # SPEC §2.8: read from the graph serving now
+            keys=self.keys,
+            workspaces=self.workspaces,
+            usage=self.usage,
+            writer=self.writer,
+        )
+        return list(admin_routes(context))
+
+    async def start(self, state: GatewayState) -> None:
+        self._state = state
+        self._loop = asyncio.get_running_loop()
+        self._started = True
+        self._declared_for = None  # the key chain gains its database half
+        state.readiness_checks["database"] = self.ready
+        await self.writer.start()
+        try:
+            await asyncio.wait_for(self._go_online(), CONNECT_TIMEOUT)
+        except Exception as exc:
+            log.warning(
+                "database %s unreachable at start-up (%s); serving declared keys, journalling "
+                "usage to %s, retrying every %.0f s",
+                self.database.url,
+                type(exc).__name__,
+                self.journal_dir,
+                self._retry_interval,
+            )
+        self._task = asyncio.create_task(self._maintain(), name="concord-records")
+
+    async def stop(self, state: GatewayState) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for chore in list(self._chores):
+            chore.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await chore
+        state.readiness_checks.pop("database", None)
+        await self.writer.aclose()  # SPEC §1: every queued record is written or journalled
+        await self.keys.aclose()
+        await self.database.close()
+
+    async def ready(self) -> bool:
+        """SPEC §3 /readyz: the database answers and the start-up steps are done."""
+        if not self.online:
+            return False
+        await self.database.ping()
+        return True
+
+    # -- Recorder ------------------------------------------------------------------------------
+
+    def record(self, record: UsageRecord) -> None:
+        self.writer.record(record)
+
+    # -- KeyStore ------------------------------------------------------------------------------
+
+    async def lookup(self, sha256: str) -> Principal | None:
+        """Keys declared in the config first, then the database's (SPEC §2.8)."""
+        graph = self._state.graph if self._state is not None else self._graph
+        if graph is not self._declared_for:
+            declared = ConfigKeyStore(graph.auth.keys, graph.workspaces)
+            stores = [declared, self._database_keys] if self._started else [declared]
+            self._chain = ChainedKeyStore(stores)
+            self._declared_for = graph
+        return await self._chain.lookup(sha256)
+
+    def _keys_available(self) -> bool:
+        return self.online
+
+    def _workspace_tags(self, workspace: str) -> Iterable[str]:
+        graph = self._state.graph if self._state is not None else self._graph
+        declared = graph.workspaces.get(workspace)
+        if declared is not None:  # SPEC §2.6: a declared workspace wins over a database one
+            return declared.tags
+        return self._tags.get(workspace, frozenset())
+
+    def _admin_key(self) -> str | None:
+        graph = self._state.graph if self._state is not None else self._graph
+        return graph.auth.admin_key
+
+    # -- reload listener -----------------------------------------------------------------------
+
+    def reloaded(self, outcome: object) -> None:
+        """Reloader listener: after a swap, sync the declared workspaces (SPEC §2.6) and seed
+        budgets the new graph added. Safe to call from any thread."""
+        if not getattr(outcome, "ok", False) or not getattr(outcome, "changed", True):
+            return
+        if self._loop is None or not self.online:
+            return  # start-up (or recovery) syncs the graph serving then
+        self._loop.call_soon_threadsafe(self._spawn, self._after_reload())
+
+    async def _after_reload(self) -> None:
+        graph = self._current_graph()
+        try:
+            await self.workspaces.sync_declared(graph.workspaces)
+            await self._seed_budgets(graph)
+        except Exception as exc:
+            log.warning("syncing workspaces after reload failed: %s", type(exc).__name__)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _current_graph(self) -> Graph:
+        return self._state.graph if self._state is not None else self._graph
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _go_online(self) -> None:
+        """Migrate, sync declared workspaces, load keys, rebuild budgets: then serve from it."""
+        await migrations.migrate(self.database.engine)
+        graph = self._current_graph()
+        await self.workspaces.sync_declared(graph.workspaces)
+        await self.keys.start()
+        await self._refresh_tags()
+        await self._seed_budgets(graph)
+        if not self.online:
+            self.online = True
+            log.info("database %s ready", self.database.url)
+
+    async def _maintain(self) -> None:
+        """Retry start-up until the database answers; then keep workspace tags fresh."""
+        while not self.online:
+            await asyncio.sleep(self._retry_interval)
+            try:
+                await asyncio.wait_for(self._go_online(), CONNECT_TIMEOUT)
+            except Exception as exc:
+                log.debug("database still unreachable: %s", type(exc).__name__)
+        while True:
+            await asyncio.sleep(TAGS_REFRESH)
+            with contextlib.suppress(Exception):
+                await self._refresh_tags()
+
+    async def _refresh_tags(self) -> None:
+        records = await self.workspaces.list(with_spend=False)
+        self._tags = {r.name: frozenset(r.tags) for r in records}
+
+    async def _seed_budgets(self, graph: Graph) -> None:
+        if self.keeper is None or graph.storage.state != "memory":
+            return  # a shared backend (Redis) keeps its own spend across restarts
+        seeded = await rebuild_budgets(graph, self.keeper, self.usage)
+        if seeded:
+            log.info("rebuilt %d budget counters from the usage log", seeded)
+
+
+async def rebuild_budgets(
+    graph: Graph, keeper: BudgetKeeper, usage: UsageQueries, *, now: datetime | None = None
+) -> int:
+    """SPEC §2.6 with a per-process state backend: seed each budget's current-period spend from
+    the usage log, so a restart does not hand out a fresh budget. Returns the counters seeded.
+
+    Budgets with a `when` are skipped: the log does not say which requests matched it.
+    `BudgetKeeper.seed` never lowers a spend, so running this again (after a reload) is safe.
+    """
+    now = now or datetime.now(UTC)
+    spend: dict[tuple[str, str], Mapping[str | None, float]] = {}
+
+    async def spent(scope: str, period: str) -> Mapping[str | None, float]:
+        if (scope, period) not in spend:
+            since = period_start(period, now)
+            spend[scope, period] = await usage.spend_by(scope, since=since)  # type: ignore[arg-type]
+        return spend[scope, period]
+
+    seeded = 0
+    for name, workspace in graph.workspaces.items():
+        rule = workspace.budget
+        if rule is None:
+            continue
+        amount = (await spent("workspace", rule.period)).get(name, 0.0)
+        if amount > 0:
+            await keeper.seed(rule, name, amount, now=now.timestamp())
+            seeded += 1
+    for rule in unconditional_budgets(graph):
+        for ident, amount in (await spent(rule.scope, rule.period)).items():
+            ident = "*" if rule.scope == "global" else ident  # concord.state.principal.scope_id
+            if ident and amount > 0:
+                await keeper.seed(rule, ident, amount, now=now.timestamp())
+                seeded += 1
+    return seeded
+
+
+def unconditional_budgets(graph: Graph) -> list[BudgetRule]:
+    """`budgets[]` rules without a `when`. The graph keeps the compiled conditions private; a
+    graph that does not expose them counts as having none that are unconditional."""
+    nodes = getattr(graph, "_budget_nodes", None)
+    if nodes is None:
+        return []
+    return [node.rule for node in nodes if getattr(node, "test", None) is None]
