@@ -9,7 +9,7 @@ graph's memo tables; "steady state" is measured after `--warmup` requests, as in
 Each figure is the median over `--rounds` rounds, each on a freshly compiled graph, because a
 shared machine's noise moves a single p99 by several microseconds.
 
-    /work/venv/bin/python benchmarks/bench_decide.py [--requests 20000] [--seed 7]
+    python benchmarks/bench_decide.py [--requests 20000] [--seed 7]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ budgets) + `cache_key` + `ResponseCache.get`, then both settlements. Reported: s
 percentiles, and throughput with `--concurrency` requests in flight. Against Redis each request
 costs five round trips (acquire, two reserves, cache get; settles run after the response).
 
-    /work/venv/bin/python benchmarks/bench_guards.py [--state memory|redis://127.0.0.1:6379/0]
+    python benchmarks/bench_guards.py [--state memory|redis://127.0.0.1:6379/0]
         [--requests 5000] [--concurrency 64]
 """
 
