@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +41,7 @@ from concord.gateway.auth import (
 from concord.gateway.auth import KeyStore as GatewayKeyStore
 from concord.gateway.record import UsageRecord
 from concord.records import migrations
-from concord.records.db import Database, open_database, resolve_url
+from concord.records.db import create_database, resolve_url
 from concord.records.keys import KeyStore
 from concord.records.queries import UsageQueries, period_start
 from concord.records.usage import UsageWriter
@@ -61,25 +60,6 @@ RETRY_INTERVAL = 1.0  # seconds between attempts to reach a database that was do
 TAGS_REFRESH = 5.0  # seconds between reloads of database workspaces' tags
 
 
-class ReplayingWriter(UsageWriter):
-    """`UsageWriter` whose failed journal replay gives back every file it claimed.
-
-    `UsageWriter._replay` claims all journal files, and when one insert fails it releases only
-    that file: the others keep this process's claim and are never replayed (until a restart
-    sees them as stale). Releasing what is still claimed once a replay returns fixes that; it
-    runs under the writer's lock, so no replay of this process is in flight. Remove this class
-    once `records/usage.py` releases the remaining claims itself.
-    """
-
-    async def _replay(self) -> int:
-        try:
-            return await super()._replay()
-        finally:
-            journal = self._journal
-            for path in journal.directory.glob(f"usage-*.jsonl.claimed-{os.getpid()}"):
-                journal.release(path)
-
-
 def journal_dir(database_url: str, base_dir: Path) -> Path:
     """Where unwritten usage records wait (see the module docstring)."""
     resolved = resolve_url(database_url, base_dir=base_dir)
@@ -87,20 +67,6 @@ def journal_dir(database_url: str, base_dir: Path) -> Path:
         path = Path(resolved.url.database)
         return path.with_name(path.name + ".usage-journal")
     return base_dir / JOURNAL_DIRNAME
-
-
-def unmigrated_database(url: str, base_dir: Path) -> Database:
-    """The database handle, built without connecting, so routes and stores can exist before the
-    event loop runs. `open_database(migrate=False)` only builds the engine and never suspends;
-    it is driven to completion here and migrations run later, in `Records.start`."""
-    opening = open_database(url, base_dir=base_dir, migrate=False)
-    try:
-        opening.send(None)
-    except StopIteration as done:
-        database: Database = done.value
-        return database
-    opening.close()
-    raise RuntimeError("open_database(migrate=False) unexpectedly waited for I/O")
 
 
 class Records:
@@ -116,14 +82,13 @@ class Records:
     ) -> None:
         # SPEC §1: sqlite paths are relative to the config file, as `concord keys` resolves them
         base_dir = Path(config_path).absolute().parent
-        self.database = unmigrated_database(graph.storage.database, base_dir)
+        # built without connecting: routes and stores exist before the event loop runs
+        self.database = create_database(graph.storage.database, base_dir)
         self.journal_dir = journal_dir(graph.storage.database, base_dir)
         self.keys = KeyStore(self.database)
         self.workspaces = Workspaces(self.database)
         self.usage = UsageQueries(self.database)
-        self.writer = ReplayingWriter(
-            self.database, self.journal_dir, retry_interval=retry_interval
-        )
+        self.writer = UsageWriter(self.database, self.journal_dir, retry_interval=retry_interval)
         self.keeper = keeper
         self.online = False  # migrated, declared workspaces synced, keys loaded
         self._retry_interval = retry_interval

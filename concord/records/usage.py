@@ -1,91 +1,32 @@
-"""Usage records and the batched writer (SPEC §1: usage recorded async, batched, never lost).
+"""The batched usage writer (SPEC §1: usage recorded async, batched, never lost).
 
-`UsageWriter.record()` only appends to a list. A background task writes batches (up to
-`batch_size` rows, at least every `flush_interval`) with one executemany each. When a batch cannot
-be written, it goes to the journal: a JSON-lines file under `journal_dir`, written to a temporary
-name, fsync'd, then renamed into place, so a file that exists is complete. While the database is
-away, batches go straight to the journal; every `retry_interval` the writer replays journal files
-and, once they are all in, writes directly again. Inserts ignore duplicate ids, so a batch whose
-commit was in doubt can be replayed safely, and several processes may share one journal
-directory (a file is claimed by an atomic rename before it is replayed).
+`UsageWriter.record()` turns a record into a row tuple and appends it to a list. A background task
+writes batches (up to `batch_size` rows, at least every `flush_interval`) with one driver-level
+executemany each (`Database.insert_rows`). When a batch cannot be written, it goes to the journal
+(`journal.py`). While the database is away, batches go straight to the journal; every
+`retry_interval` the writer replays journal files and, once they are all in, writes directly again.
+Inserts ignore duplicate ids, so a batch whose commit was in doubt can be replayed safely, and
+several processes may share one journal directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import time
-import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from concord.records.db import Database
+from concord.records.journal import Journal
 from concord.records.tables import usage
+from concord.records.usage_rows import Row, UsageRecord, as_row
+
+__all__ = ["Journal", "UsageRecord", "UsageWriter"]
 
 log = logging.getLogger("concord.records.usage")
-
-
-@dataclass(slots=True)
-class UsageRecord:
-    """One request, as stored in the `usage` table."""
-
-    request_id: str
-    workspace: str
-    status: int
-    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
-    key_id: str | None = None
-    key_name: str | None = None
-    user: str | None = None
-    requested_model: str | None = None
-    served_model: str | None = None
-    provider: str | None = None
-    route: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_ms: float | None = None
-    ttft_ms: float | None = None
-    cache_hit: bool = False
-    attempts: int = 1
-    error_type: str | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    @classmethod
-    def coerce(cls, record: Any) -> UsageRecord:
-        """Accept this class or a gateway record with the same meaning under other names
-        (`time` epoch seconds for `ts`, `key` for `key_name`, `model` for `served_model`)."""
-        if isinstance(record, cls):
-            return record
-        get = record.get if isinstance(record, dict) else lambda n, d=None: getattr(record, n, d)
-        ts = get("ts") or get("time")
-        if isinstance(ts, int | float):
-            ts = datetime.fromtimestamp(ts, UTC)
-        values = {f.name: get(f.name) for f in fields(cls) if get(f.name) is not None}
-        values["ts"] = ts or datetime.now(UTC)
-        values.setdefault("key_name", get("key"))
-        values.setdefault("served_model", get("model"))
-        return cls(**values)
-
-    def to_row(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["ts"] = self.ts.isoformat()
-        return row
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UsageRecord:
-        data = dict(data)
-        data["ts"] = datetime.fromisoformat(data["ts"])
-        return cls(**data)
 
 
 class UsageWriter:
@@ -107,7 +48,7 @@ class UsageWriter:
         self._flush_interval = flush_interval
         self._retry_interval = retry_interval
         self._write_timeout = write_timeout
-        self._pending: list[Any] = []
+        self._pending: list[Row] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one writer of the database at a time
@@ -127,8 +68,17 @@ class UsageWriter:
         return len(self._pending)
 
     def record(self, record: UsageRecord | Any) -> None:
-        """Queue one record; never blocks, never raises on a database problem."""
-        self._pending.append(record)
+        """Queue one record (a `UsageRecord` or a gateway record); never blocks, never raises.
+
+        The row is built here, once, so the queue holds plain tuples the driver takes as they are.
+        A record that cannot be stored at all (no request id, workspace or status) is logged and
+        dropped: it would otherwise fail its whole batch."""
+        try:
+            row = as_row(record)
+        except Exception as exc:
+            log.error("usage record dropped: %s", exc)
+            return
+        self._pending.append(row)
         if len(self._pending) >= self._batch_size:
             self._wakeup.set()
 
@@ -183,12 +133,16 @@ class UsageWriter:
             except Exception:  # never let the writer die: records would pile up silently
                 log.exception("usage writer iteration failed")
 
-    def _take(self) -> list[UsageRecord]:
+    def _take(self) -> list[Row]:
         size = self._batch_size if self._healthy else max(self._batch_size, 5000)
-        batch, self._pending = self._pending[:size], self._pending[size:]
-        return [UsageRecord.coerce(r) for r in batch]
+        if len(self._pending) <= size:
+            batch, self._pending = self._pending, []
+        else:
+            batch = self._pending[:size]
+            del self._pending[:size]
+        return batch
 
-    async def _write_batch(self, batch: list[UsageRecord]) -> bool:
+    async def _write_batch(self, batch: list[Row]) -> bool:
         """Database, else journal; False (batch queued again) when neither took it."""
         if self._healthy:
             try:
@@ -207,13 +161,16 @@ class UsageWriter:
 
     async def _replay(self) -> int:
         replayed = 0
-        for path in self._journal.claim_all():
+        claimed = self._journal.claim_all()
+        for index, path in enumerate(claimed):
             try:
                 batch = self._journal.read(path)
                 if batch:
                     await self._insert(batch)
             except Exception as exc:
-                self._journal.release(path)
+                # Give back this file and every one not tried yet: the next replay takes them.
+                for unreplayed in claimed[index:]:
+                    self._journal.release(unreplayed)
                 self._mark_unhealthy(exc)
                 return replayed
             self._journal.done(path)
@@ -234,94 +191,6 @@ class UsageWriter:
         self._healthy = False
         self._next_replay = time.monotonic() + self._retry_interval
 
-    async def _insert(self, batch: Sequence[UsageRecord]) -> None:
-        rows = [r.to_row() for r in batch]
-        statement = self._db.insert_ignoring_duplicates(usage)
-
-        async def write() -> None:
-            async with self._db.begin() as conn:
-                await conn.execute(statement, rows)
-
-        await asyncio.wait_for(write(), self._write_timeout)
-        self.written += len(rows)
-
-
-class Journal:
-    """Complete, immutable JSON-lines files of records the database did not take yet."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._seq = 0
-
-    async def append(self, batch: Iterable[UsageRecord]) -> Path:
-        lines = "".join(json.dumps(r.to_json(), separators=(",", ":")) + "\n" for r in batch)
-        self._seq += 1
-        name = f"usage-{time.time_ns()}-{os.getpid()}-{self._seq}.jsonl"
-        return await asyncio.to_thread(self._write_file, name, lines)
-
-    def _write_file(self, name: str, text: str) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / name
-        temp = self.directory / (name + ".tmp")
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
-        _fsync_dir(self.directory)
-        return final
-
-    def files(self) -> list[Path]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(self.directory.glob("usage-*.jsonl"))
-
-    def claim_all(self) -> list[Path]:
-        """Rename every ready file to a claimed name; a file another process claimed is skipped."""
-        claimed = []
-        suffix = f".claimed-{os.getpid()}"
-        for path in self.files():
-            target = path.with_name(path.name + suffix)
-            try:
-                os.rename(path, target)
-            except FileNotFoundError:
-                continue
-            claimed.append(target)
-        return claimed
-
-    def read(self, path: Path) -> list[UsageRecord]:
-        with open(path, encoding="utf-8") as handle:
-            return [UsageRecord.from_json(json.loads(line)) for line in handle if line.strip()]
-
-    def release(self, path: Path) -> None:
-        """Give a claimed file back (its replay failed): the next replay picks it up."""
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(path, path.with_name(path.name.rsplit(".claimed-", 1)[0]))
-
-    def done(self, path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-    def recover_stale_claims(self, older_than: float = 60.0) -> int:
-        """Release claims left by a process that died mid-replay (inserts are idempotent)."""
-        if not self.directory.is_dir():
-            return 0
-        count = 0
-        for path in self.directory.glob("usage-*.jsonl.claimed-*"):
-            with contextlib.suppress(FileNotFoundError):
-                if time.time() - path.stat().st_mtime > older_than:
-                    self.release(path)
-                    count += 1
-        return count
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    async def _insert(self, batch: Sequence[Row]) -> None:
+        await asyncio.wait_for(self._db.insert_rows(usage, batch), self._write_timeout)
+        self.written += len(batch)

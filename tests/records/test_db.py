@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from concord.records.db import open_database, resolve_url
+from concord.records import migrations
+from concord.records.db import Database, create_database, open_database, resolve_url
 from concord.records.errors import DatabaseURLError
 
 
@@ -55,3 +56,21 @@ async def test_memory_database_is_shared_by_every_connection(tmp_path: Path) -> 
     async with db, db.connect() as conn:
         tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
     assert {"workspaces", "api_keys", "usage", "schema_version"} <= set(tables)
+
+
+def test_create_database_needs_no_event_loop_and_no_server(tmp_path: Path) -> None:
+    # Port 9 (discard) has no PostgreSQL: building the handle must not try to connect.
+    db = create_database("postgresql://u@127.0.0.1:9/concord", tmp_path)
+    assert db.dialect == "postgresql"
+    assert db.url == "postgresql+asyncpg://u@127.0.0.1:9/concord"
+
+
+async def test_create_database_leaves_the_schema_to_migrate(tmp_path: Path) -> None:
+    async def tables(db: Database) -> list[str]:
+        async with db.connect() as conn:
+            return await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+
+    async with create_database("sqlite:///concord.db", tmp_path) as db:
+        assert await tables(db) == []
+        await migrations.migrate(db.engine)
+        assert "usage" in await tables(db)

@@ -12,8 +12,10 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
+from concord.gateway.record import UsageRecord as GatewayRecord
 from concord.records.db import Database, open_database
 from concord.records.queries import UsageQueries
+from concord.records.tables import usage
 from concord.records.usage import Journal, UsageRecord, UsageWriter
 from tests.records.conftest import empty_postgres
 from tests.records.tcp_proxy import TcpProxy
@@ -232,3 +234,114 @@ async def test_postgres_backends_killed_mid_run_lose_nothing(
     finally:
         await writer.aclose()
         await db.close()
+
+
+async def test_a_failed_replay_gives_back_every_file_it_claimed(
+    database: Database, tmp_path: Path
+) -> None:
+    journal = Journal(tmp_path / "journal")
+    for start in (0, 10, 20):
+        await journal.append([make_record(i) for i in range(start, start + 10)])
+    writer = UsageWriter(database, tmp_path / "journal")
+    await _take_usage_table_away(database)
+    assert await writer.replay_journal() == 0
+    assert len(journal.files()) == 3  # none is left claimed by this process
+    await _give_usage_table_back(database)
+    assert await writer.replay_journal() == 30
+    assert await count_rows(database) == 30
+    assert not list((tmp_path / "journal").iterdir())
+
+
+async def test_gateway_records_are_stored_under_the_usage_columns(
+    database: Database, tmp_path: Path
+) -> None:
+    record = GatewayRecord(
+        request_id="req-9", time=1_700_000_000.25, workspace="acme", key="ci", user="ann",
+        requested_model="fast", model="gpt-4o", provider="openai", target="openai/gpt-4o",
+        route="default", endpoint="chat", status=200, input_tokens=30, output_tokens=7,
+        cached_tokens=4, cost_usd=0.25, latency_ms=12.5, ttft_ms=3.0, attempts=2, key_id="k_1",
+    )  # fmt: skip
+    writer = UsageWriter(database, tmp_path / "journal")
+    writer.record(record)
+    await writer.aclose()
+    columns = [usage.c.key_name, usage.c.served_model, usage.c.key_id, usage.c.ts]
+    columns += [usage.c.cached_tokens, usage.c.ttft_ms, usage.c.attempts, usage.c.cost_usd]
+    async with database.connect() as conn:
+        row = (await conn.execute(sa.select(*columns))).one()
+    stored_at = datetime.fromtimestamp(1_700_000_000.25, UTC)
+    assert tuple(row) == ("ci", "gpt-4o", "k_1", stored_at, 4, 3.0, 2, 0.25)
+
+
+async def test_timestamps_round_trip_exactly_and_filter_reports(
+    database: Database, tmp_path: Path
+) -> None:
+    old = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)  # whole second: no fraction to drop
+    new = datetime(2024, 3, 2, 8, 30, 15, 123456, tzinfo=UTC)
+    writer = UsageWriter(database, tmp_path / "journal")
+    writer.record(UsageRecord(request_id="a", workspace="acme", status=200, ts=old, cost_usd=1))
+    writer.record(UsageRecord(request_id="b", workspace="acme", status=200, ts=new, cost_usd=2))
+    await writer.aclose()
+    async with database.connect() as conn:
+        stamps = (await conn.execute(sa.select(usage.c.ts).order_by(usage.c.ts))).scalars()
+        assert list(stamps) == [old, new]
+    since = datetime(2024, 3, 1, 12, 0, 0, 1, tzinfo=UTC)
+    assert await UsageQueries(database).spend("acme", since=since) == pytest.approx(2.0)
+
+
+async def test_client_chosen_text_that_does_not_fit_does_not_fail_the_batch(
+    database: Database, tmp_path: Path
+) -> None:
+    writer = UsageWriter(database, tmp_path / "journal")
+    for i in range(5):
+        writer.record(make_record(i))
+    writer.record(
+        UsageRecord(
+            request_id="r" * 500, workspace="acme", status=404, requested_model="m\x00" * 300
+        )
+    )
+    await writer.aclose()
+    assert writer.healthy and writer.journalled == 0
+    async with database.connect() as conn:
+        long_one = (
+            await conn.execute(
+                sa.select(usage.c.request_id, usage.c.requested_model).where(usage.c.status == 404)
+            )
+        ).one()
+    assert long_one == ("r" * 64, "m" * 200)
+    assert await count_rows(database) == 6
+
+
+async def test_a_record_missing_its_workspace_is_dropped_alone(
+    database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = UsageWriter(database, tmp_path / "journal")
+    writer.record(make_record(1))
+    writer.record({"request_id": "no-workspace", "status": 200})
+    writer.record(make_record(2))
+    await writer.aclose()
+    assert await count_rows(database) == 2
+    assert writer.healthy
+    assert "usage record dropped: usage record without workspace" in caplog.text
+
+
+async def test_journal_files_written_by_the_previous_version_are_replayed(
+    database: Database, tmp_path: Path
+) -> None:
+    # Before migration v2 there were no cached_tokens / ttft_ms; keys came in dataclass order.
+    line = {
+        "request_id": "req-old", "workspace": "acme", "status": 200,
+        "ts": "2024-05-01T10:00:00.500000+00:00", "key_id": None, "key_name": "ci",
+        "user": None, "requested_model": "gpt-4o", "served_model": "gpt-4o",
+        "provider": "openai", "route": None, "input_tokens": 10, "output_tokens": 5,
+        "cost_usd": 0.5, "latency_ms": 20.0, "cache_hit": False, "attempts": 1,
+        "error_type": None, "id": "0123456789abcdef0123456789abcdef",
+    }  # fmt: skip
+    journal_dir = tmp_path / "journal"
+    journal_dir.mkdir()
+    (journal_dir / "usage-1-1-1.jsonl").write_text(json.dumps(line) + "\n")
+    writer = UsageWriter(database, journal_dir)
+    assert await writer.replay_journal() == 1
+    async with database.connect() as conn:
+        row = (await conn.execute(sa.select(usage.c.id, usage.c.cached_tokens, usage.c.ts))).one()
+    ts = datetime(2024, 5, 1, 10, 0, 0, 500000, tzinfo=UTC)
+    assert tuple(row) == ("0123456789abcdef0123456789abcdef", 0, ts)

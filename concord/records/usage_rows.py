@@ -1,0 +1,206 @@
+"""Usage records as row tuples: the one shape the usage writer queues, inserts and journals.
+
+A row holds one value per column of the `usage` table, in `COLUMNS` order, so a batch goes to the
+driver as it is (SPEC §1: recording must stay cheap on the request path). `as_row` accepts this
+module's `UsageRecord` or a gateway record carrying the same meaning under other names (`time` in
+epoch seconds for `ts`, `key` for `key_name`, `model` for `served_model`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import Any
+
+import sqlalchemy as sa
+
+from concord.records.tables import usage
+
+Row = tuple[Any, ...]
+
+COLUMNS: tuple[str, ...] = tuple(column.name for column in usage.columns)
+_TS = COLUMNS.index("ts")
+_ID = COLUMNS.index("id")
+# Where a column's value may be found in a record, in order of preference.
+_SOURCES: dict[str, tuple[str, ...]] = {
+    "ts": ("ts", "time"),
+    "key_name": ("key_name", "key"),
+    "served_model": ("served_model", "model"),
+}
+
+
+def new_id() -> str:
+    """32 hex digits of randomness: the row's primary key, which makes replays idempotent."""
+    return os.urandom(16).hex()
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One request, as stored in the `usage` table."""
+
+    request_id: str
+    workspace: str
+    status: int
+    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+    key_id: str | None = None
+    key_name: str | None = None
+    user: str | None = None
+    requested_model: str | None = None
+    served_model: str | None = None
+    provider: str | None = None
+    route: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    cache_hit: bool = False
+    attempts: int = 1
+    error_type: str | None = None
+    id: str = field(default_factory=new_id)
+
+    @classmethod
+    def coerce(cls, record: Any) -> UsageRecord:
+        """This class, built from anything `as_row` accepts."""
+        if isinstance(record, cls):
+            return record
+        return cls(**dict(zip(COLUMNS, as_row(record), strict=True)))
+
+    def to_row(self) -> Row:
+        """The values in `COLUMNS` order."""
+        return _record_values(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return row_to_json(self.to_row())
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UsageRecord:
+        return cls.coerce(row_from_json(data))
+
+
+_record_values = attrgetter(*COLUMNS)
+
+
+def _default(name: str) -> Any:
+    default = UsageRecord.__dataclass_fields__[name].default
+    return None if default is MISSING else default
+
+
+# What a column holds when a record leaves it out (or None): UsageRecord's defaults.
+_DEFAULTS: Row = tuple(_default(name) for name in COLUMNS)
+_REQUIRED = tuple(
+    (i, name)
+    for i, name in enumerate(COLUMNS)
+    if not usage.c[name].nullable and _DEFAULTS[i] is None and name not in ("ts", "id")
+)
+# Text columns and their lengths: a client-chosen request id or model name that does not fit, or
+# holds a NUL (PostgreSQL refuses both), must not make its whole batch unwritable.
+_TEXT = tuple(
+    (i, getattr(usage.c[name].type, "length", None) or 1 << 30)
+    for i, name in enumerate(COLUMNS)
+    if isinstance(usage.c[name].type, sa.String)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """Reads a record type's attributes into a row in one C call (`attrgetter`)."""
+
+    get: attrgetter[Any]
+    positions: tuple[int, ...]
+
+
+_readers: dict[type, _Reader | None] = {}
+
+
+def as_row(record: Any) -> Row:
+    """The row for `record`: missing values take UsageRecord's defaults, `ts` becomes a UTC
+    datetime, a record without an id gets a fresh one, and text is cut to its column's length.
+    Raises ValueError when a required value (request_id, workspace, status) is missing."""
+    kind = type(record)
+    if kind is UsageRecord:
+        row: Row = _record_values(record)
+        return row if _fits(row) else _fitted(list(row))
+    reader = _readers.get(kind, MISSING)
+    if reader is MISSING:
+        reader = _readers[kind] = _reader_for(kind)
+    values = list(_DEFAULTS)
+    if isinstance(reader, _Reader):
+        for index, value in zip(reader.positions, reader.get(record), strict=True):
+            if value is not None:
+                values[index] = value
+    else:
+        get = record.get if isinstance(record, dict) else lambda n: getattr(record, n, None)
+        for index, name in enumerate(COLUMNS):
+            for source in _SOURCES.get(name, (name,)):
+                value = get(source)
+                if value is not None:
+                    values[index] = value
+                    break
+    for index, name in _REQUIRED:
+        if values[index] is None:
+            raise ValueError(f"usage record without {name}")
+    ts = values[_TS]
+    if ts is None:
+        values[_TS] = datetime.now(UTC)
+    elif isinstance(ts, int | float):
+        values[_TS] = datetime.fromtimestamp(ts, UTC)
+    if values[_ID] is None:
+        values[_ID] = new_id()
+    row = tuple(values)
+    return row if _fits(row) else _fitted(values)
+
+
+def _fits(row: Row) -> bool:
+    for index, length in _TEXT:
+        value = row[index]
+        if value is not None and (type(value) is not str or len(value) > length or "\x00" in value):
+            return False
+    return True
+
+
+def _fitted(values: list[Any]) -> Row:
+    for index, length in _TEXT:
+        value = values[index]
+        if value is not None:
+            values[index] = str(value).replace("\x00", "")[:length]
+    return tuple(values)
+
+
+def _reader_for(kind: type) -> _Reader | None:
+    """A reader for types whose attributes are fixed by the class (dataclasses, slots), else
+    None: their instances are read attribute by attribute."""
+    names = set(getattr(kind, "__dataclass_fields__", ()))
+    for klass in kind.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names.update((slots,) if isinstance(slots, str) else slots)
+    if not names:
+        return None
+    positions, sources = [], []
+    for index, name in enumerate(COLUMNS):
+        source = next((s for s in _SOURCES.get(name, (name,)) if s in names), None)
+        if source is not None:
+            positions.append(index)
+            sources.append(source)
+    if len(sources) < 2:  # attrgetter of one name returns the bare value, not a tuple
+        return None
+    return _Reader(attrgetter(*sources), tuple(positions))
+
+
+def row_to_json(row: Row) -> dict[str, Any]:
+    """The journal's form of a row: column names to values, `ts` in ISO 8601."""
+    data = dict(zip(COLUMNS, row, strict=True))
+    ts = data["ts"]
+    data["ts"] = ts.isoformat() if isinstance(ts, datetime) else ts
+    return data
+
+
+def row_from_json(data: dict[str, Any]) -> Row:
+    """A journalled row back; columns a journal file lacks take their defaults."""
+    ts = data.get("ts")
+    if isinstance(ts, str):
+        data = {**data, "ts": datetime.fromisoformat(ts)}
+    return as_row(data)
