@@ -20,50 +20,6 @@ from concord.config.model import json_schema
 OUTPUT = Path(__file__).with_name("configuration.md")
 OPAQUE = {"When", "MatchValue"}
 # What the schema leaves unsaid, by key path (SPEC sections in brackets).
-NOTES = {
-    "version": "The config format version; always 1.",
-    "include": "Globs of files merged into this one, relative to it, in sorted order (§2.9).",
-    "server.host": "Listen address; `concord serve --host` overrides it.",
-    "server.port": "Listen port; `concord serve --port` overrides it.",
-    "server.max_body": "Larger request bodies get 413.",
-    "server.queue_timeout": "How long a request waits for a concurrency slot before 429.",
-    "server.request_timeout": "Deadline of a whole request, retries and fallbacks included.",
-    "server.cors_origins": "Origins allowed by CORS; empty disables CORS.",
-    "server.log_bodies": "Reserved: request bodies are never logged today.",
-    "auth.admin_key": "Bearer key of the admin API; empty disables the admin API (404).",
-    "auth.mode": "`keys` needs a client key; `open` serves everyone as workspace `default`.",
-    "auth.keys": "Client keys declared by SHA-256 (§2.8).",
-    "auth.keys[].expires": "ISO 8601 date-time after which the key is refused.",
-    "workspaces": "Workspaces synced into the database at load (§2.6).",
-    "providers": "Upstream APIs by name (§2.2).",
-    "providers.<name>.type": "The adapter: any OpenAI-compatible API, Azure, Anthropic, or mock.",
-    "providers.<name>.api_keys": "Tried in order; a key answered 401/403/429 cools down.",
-    "providers.<name>.api_version": "Azure only.",
-    "providers.<name>.timeout": "Per upstream call; defaults to `defaults.timeout`.",
-    "providers.<name>.max_connections": "Size of the provider's connection pool.",
-    "providers.<name>.headers": "Extra headers sent upstream (never logged).",
-    "providers.<name>.key_cooldown": "Defaults to `defaults.key_cooldown`.",
-    "models": "The catalog clients see in `/v1/models` (§2.3).",
-    "models.<name>.targets": "`provider/upstream-model`, in priority order.",
-    "models.<name>.price": "USD per 1M tokens; needed for budgets and cost metrics.",
-    "models.<name>.context_window": "Targets that cannot hold the request are skipped.",
-    "routes": "Evaluated in order; the first match wins (§2.4).",
-    "routes[].when": "Conditions; absent matches everything.",
-    "routes[].reject": "Answer with this status instead of calling a model.",
-    "routes[].cache": "`false` disables the cache on this route; a map overrides defaults.",
-    "routes[].limits": "Names of `rate_limits` that apply only on this route.",
-    "routes[].params": "`set` forces body values; `max` caps them.",
-    "defaults": "Resilience and cache settings every route inherits (§2.5).",
-    "defaults.retry.attempts": "Tries of one target, the first included.",
-    "defaults.retry.on": "Statuses and failure kinds that are retried.",
-    "defaults.circuit_breaker.failures": "Failures in a row that open a target's circuit.",
-    "defaults.circuit_breaker.cooldown": "How long an open circuit skips the target.",
-    "defaults.key_cooldown": "How long a rejected API key rests.",
-    "defaults.cache.when": "Only requests matching these conditions are cached.",
-    "budgets": "Extra budgets by scope (§2.6).",
-    "rate_limits": "Requests and tokens per minute (§2.7).",
-    "tests": "Routing tests run by `concord test` (§6).",
-}  # documented by hand in the intro: conditions nest freely
 INTRO = """\
 # Configuration reference
 
@@ -109,7 +65,7 @@ def _rows(
     rows: list[tuple[str, str, str, str]],
     seen: tuple[str, ...],
 ) -> None:
-    description = NOTES.get(path) or _description(prop, defs)
+    description = _description(prop, defs)
     rows.append((path, _type(prop, defs), _default(prop), description))
     model = _model(prop, defs)
     if model is not None:
