@@ -38,131 +38,6 @@ from concord.state.backend import (
 )
 from concord.state.pipe import Pipe, ReplyError
 
-# KEYS: bucket hashes {l: level, t: updated-at}. ARGV: now, then (limit, cost, window) per key.
-# Numbers are written with %.17g: Lua's tostring keeps 14 digits, which rounds epoch timestamps.
-# Checks every bucket first and writes only if all have room: all-or-nothing.
-_RATE_RESERVE = """
-local now = tonumber(ARGV[1])
-local levels, stamps = {}, {}
-local wait, denied = 0, 0
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[3 * i - 1])
-  local cost = tonumber(ARGV[3 * i])
-  local window = tonumber(ARGV[3 * i + 1])
-  local s = redis.call('HMGET', KEYS[i], 'l', 't')
-  local level, ts = tonumber(s[1]), tonumber(s[2]) or now
-  if level == nil or limit <= 0 then
-    level = math.max(limit, 0)
-  elseif now > ts then
-    level = math.min(limit, level + (now - ts) * limit / window)
-  end
-  levels[i], stamps[i] = level, math.max(now, ts)
-  local need = 0
-  if limit <= 0 then
-    need = window
-  elseif level < math.min(cost, limit) then
-    need = (math.min(cost, limit) - level) * window / limit
-  end
-  if need > 0 and (denied == 0 or need > wait) then
-    wait, denied = need, i
-  end
-end
-if denied > 0 then
-  return {0, denied, string.format('%.17g', wait)}
-end
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[3 * i - 1])
-  local window = tonumber(ARGV[3 * i + 1])
-  local level = levels[i] - tonumber(ARGV[3 * i])
-  local l, t = string.format('%.17g', level), string.format('%.17g', stamps[i])
-  redis.call('HSET', KEYS[i], 'l', l, 't', t)
-  local full = 0
-  if limit > 0 then full = (limit - level) * window / limit end
-  redis.call('PEXPIRE', KEYS[i], math.ceil(full * 1000) + 1000)
-end
-return {1, 0, '0'}
-"""
-
-# KEYS: bucket hashes. ARGV: now, then (limit, refund, window) per key; refund may be negative.
-_RATE_SETTLE = """
-local now = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[3 * i - 1])
-  local refund = tonumber(ARGV[3 * i])
-  local window = tonumber(ARGV[3 * i + 1])
-  local s = redis.call('HMGET', KEYS[i], 'l', 't')
-  local level, ts = tonumber(s[1]), tonumber(s[2]) or now
-  if level == nil or limit <= 0 then
-    level = math.max(limit, 0)
-  elseif now > ts then
-    level = math.min(limit, level + (now - ts) * limit / window)
-  end
-  level = math.min(limit, level + refund)
-  local l, t = string.format('%.17g', level), string.format('%.17g', math.max(now, ts))
-  redis.call('HSET', KEYS[i], 'l', l, 't', t)
-  local full = 0
-  if limit > 0 then full = (limit - level) * window / limit end
-  redis.call('PEXPIRE', KEYS[i], math.ceil(full * 1000) + 1000)
-end
-return 1
-"""
-
-# KEYS: per budget line, its period hash {spent, reserved, r:<id>: units} and lease zset
-# {id: expiry}. ARGV: now, amount units, id, lease expiry, then (limit units or 'inf', hard 1/0,
-# ttl seconds or '') per line. Units stay strings when handed back to Redis: Lua prints a large
-# number in exponent form, which HINCRBY rejects.
-_BUDGET_RESERVE = """
-local n = #KEYS / 2
-local spent, exhausted, blocked = {}, {}, 0
-for i = 1, n do
-  local h, z = KEYS[2 * i - 1], KEYS[2 * i]
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[1], 'LIMIT', 0, 100)) do
-    local units = redis.call('HGET', h, 'r:' .. id)
-    if units and units ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. units) end
-    redis.call('HDEL', h, 'r:' .. id)
-    redis.call('ZREM', z, id)
-  end
-  local s = tonumber(redis.call('HGET', h, 'spent') or '0')
-  local r = tonumber(redis.call('HGET', h, 'reserved') or '0')
-  spent[i] = s
-  local limit = ARGV[3 * i + 2]
-  if limit ~= 'inf' and s + r >= tonumber(limit) then
-    exhausted[#exhausted + 1] = i
-    if blocked == 0 and ARGV[3 * i + 3] == '1' then blocked = i end
-  end
-end
-if blocked > 0 then return {0, spent, exhausted, blocked} end
-for i = 1, n do
-  local h, z, ttl = KEYS[2 * i - 1], KEYS[2 * i], ARGV[3 * i + 4]
-  redis.call('HINCRBY', h, 'reserved', ARGV[2])
-  redis.call('HSET', h, 'r:' .. ARGV[3], ARGV[2])
-  redis.call('ZADD', z, ARGV[4], ARGV[3])
-  if ttl ~= '' then
-    redis.call('EXPIRE', h, ttl)
-    redis.call('EXPIRE', z, ttl)
-  end
-end
-return {1, spent, exhausted, 0}
-"""
-
-# KEYS: (period hash, lease zset) per line. ARGV: id, actual units, then ttl per line.
-# An id without a lease (expired, or replayed after an outage) only adds the spend.
-_BUDGET_SETTLE = """
-local spent = {}
-for i = 1, #KEYS / 2 do
-  local h, z = KEYS[2 * i - 1], KEYS[2 * i]
-  local units = redis.call('HGET', h, 'r:' .. ARGV[1])
-  if units then
-    if units ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. units) end
-    redis.call('HDEL', h, 'r:' .. ARGV[1])
-    redis.call('ZREM', z, ARGV[1])
-  end
-  spent[i] = redis.call('HINCRBY', h, 'spent', ARGV[2])
-  if ARGV[i + 2] ~= '' then redis.call('EXPIRE', h, ARGV[i + 2]) end
-end
-return spent
-"""
-
 # KEYS: period hash. ARGV: spent units, ttl seconds ('' = keep). Never lowers the spend.
 _BUDGET_SEED = """
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
@@ -315,10 +190,6 @@ class _Script:
 _SCRIPTS = {
     name: _Script(source)
     for name, source in (
-        ("rate_reserve", _RATE_RESERVE),
-        ("rate_settle", _RATE_SETTLE),
-        ("budget_reserve", _BUDGET_RESERVE),
-        ("budget_settle", _BUDGET_SETTLE),
         ("budget_seed", _BUDGET_SEED),
         ("admit", _ADMIT),
         ("settle", _SETTLE),
@@ -423,6 +294,9 @@ class RedisState:
         return Admitted(rate, budget, bytes(cached) if cached is not None else None)
 
     def settle(self, settlement: Settlement, done: SettleCallback | None = None) -> None:
+        self._settle(settlement, time.time(), done)
+
+    def _settle(self, settlement: Settlement, now: float, done: SettleCallback | None) -> None:
         rate = settlement.rate
         todo = [] if rate is None else [b for b in rate.buckets if b.settles]
         todo = [b for b in todo if b.cost != settlement.tokens]
@@ -432,7 +306,7 @@ class RedisState:
             if done is not None:
                 done(())
             return
-        args: list[Any] = [repr(time.time()), len(todo), len(lines)]
+        args: list[Any] = [repr(now), len(todo), len(lines)]
         args += [budget.id if budget else "", max(usd_to_units(settlement.cost), 0)]
         if store is not None and store[2] > 0:
             args += [max(1, int(store[2] * 1000)), store[1]]
@@ -476,71 +350,49 @@ class RedisState:
         except _UNREACHABLE as exc:
             raise self._lost(exc) from exc
 
-    # -- rate limits (SPEC §2.7) --------------------------------------------------------------
+    # -- one step at a time: the same scripts as admit and settle ----------------------------------
 
     async def rate_check_and_reserve(
         self, buckets: Sequence[Bucket], now: float | None = None
     ) -> RateVerdict:
         if not buckets:
             return RateVerdict(True, reservation=RateReservation(()))
-        now = time.time() if now is None else now
-        args: list[Any] = [repr(now)]
-        for b in buckets:
-            args += [b.limit, b.cost, repr(b.window)]
-        keys = [self._key("rl:", b.key) for b in buckets]
-        allowed, denied, wait = await self._eval("rate_reserve", keys, args)
-        if allowed:
-            return RateVerdict(True, reservation=RateReservation(tuple(buckets)))
-        return RateVerdict(False, retry_after=float(wait), denied=int(denied) - 1)
+        return (await self.admit(Ticket(tuple(buckets)), now)).rate
 
     async def rate_settle(
         self, reservation: RateReservation, actual_tokens: int, now: float | None = None
     ) -> None:
-        todo = [b for b in reservation.buckets if b.settles and b.cost != actual_tokens]
-        if not todo:
-            return
-        now = time.time() if now is None else now
-        args: list[Any] = [repr(now)]
-        for b in todo:
-            args += [b.limit, b.cost - actual_tokens, repr(b.window)]
-        keys = [self._key("rl:", b.key) for b in todo]
-        await self._eval("rate_settle", keys, args)
-
-    # -- budgets (SPEC §2.6) ------------------------------------------------------------------
+        await self._settled(Settlement(rate=reservation, tokens=actual_tokens), now)
 
     async def budget_reserve(
         self, lines: Sequence[BudgetLine], amount: float, now: float | None = None
     ) -> BudgetVerdict:
         if not lines:
             return BudgetVerdict(True, ())
-        now = time.time() if now is None else now
-        units, rid = max(usd_to_units(amount), 0), secrets.token_hex(8)
-        args: list[Any] = [repr(now), units, rid, repr(now + self.budget_lease)]
-        keys: list[str] = []
-        for line in lines:
-            keys += self._budget_keys(line.key, line.period_id)
-            limit = "inf" if math.isinf(line.limit_usd) else str(usd_to_units(line.limit_usd))
-            args += [limit, "1" if line.hard else "0", _ttl_arg(line.ttl)]
-        ok, spent, exhausted, blocked = await self._eval("budget_reserve", keys, args)
-        spent_usd = tuple(units_to_usd(int(x)) for x in spent)
-        lines_out = tuple(int(i) - 1 for i in exhausted)
-        if not ok:
-            return BudgetVerdict(False, spent_usd, lines_out, int(blocked) - 1)
-        reservation = BudgetReservation(tuple(lines), rid, units_to_usd(units))
-        return BudgetVerdict(True, spent_usd, lines_out, None, reservation)
+        verdict = (await self.admit(Ticket((), tuple(lines), amount), now)).budget
+        assert verdict is not None  # admit answers every ticket with lines
+        return verdict
 
     async def budget_settle(
         self, reservation: BudgetReservation, actual: float
     ) -> tuple[float, ...]:
         if not reservation.lines:
             return ()
-        keys: list[str] = []
-        args: list[Any] = [reservation.id, max(usd_to_units(actual), 0)]
-        for line in reservation.lines:
-            keys += self._budget_keys(line.key, line.period_id)
-            args.append(_ttl_arg(line.ttl))
-        spent = await self._eval("budget_settle", keys, args)
-        return tuple(units_to_usd(int(x)) for x in spent)
+        return await self._settled(Settlement(budget=reservation, cost=actual))
+
+    async def _settled(self, settlement: Settlement, now: float | None = None) -> tuple[float, ...]:
+        """`settle`, waiting for its outcome."""
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(result: Any) -> None:
+            if not outcome.done():
+                outcome.set_result(result)
+
+        self._settle(settlement, time.time() if now is None else now, done)
+        result = await outcome
+        if isinstance(result, BaseException):
+            raise result
+        return tuple(result)
 
     async def budget_spent(self, periods: Sequence[tuple[str, str]]) -> list[float]:
         calls = [self._call("HGET", self._budget_keys(*p)[0], "spent") for p in periods]
