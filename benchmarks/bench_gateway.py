@@ -1,16 +1,23 @@
 """Concord against the bare pass-through floor (benchmarks/passthrough.py) on one core.
 
-    python benchmarks/bench_gateway.py [--duration 5]
+    python benchmarks/bench_gateway.py [--duration 5] [--tokenizer both|with|without] [--rounds 1]
 
 A tiny aiohttp upstream answers a fixed chat completion (and a short stream) on core 1; each proxy
 runs alone, pinned to core 0 with taskset; wrk (pinned to core 1) drives it at concurrency 8 and
 64. Reported: requests/s, p50 and p99 latency, streaming time to first byte (median of sequential
 requests) and peak RSS (VmHWM), plus Concord / pass-through ratios. Traffic stays on 127.0.0.1.
+
+Concord runs as `concord serve` with everything a production request pays for: `auth.mode: keys`
+with a declared client key, a matching route, the memory state backend, the usage log (SQLite in
+the temporary directory, through the records component), and observability (Prometheus metrics and
+the access log at `--log-level info`, written to a file). It is measured with and without the
+optional `tokenizers` extra (quicktok); "without" blocks the import, as in the default install.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -29,6 +36,13 @@ PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
 BODY = '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":16}'
 STREAM_BODY = BODY[:-1] + ',"stream":true}'
+CLIENT_KEY = "sk-bench-0123456789abcdef"
+AUTH = {"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"}
+# `concord serve` in a process where `import quicktok` fails, as in the default install
+NO_TOKENIZER = (
+    "import sys; sys.modules['quicktok'] = None; from concord.cli import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
 
 UPSTREAM = textwrap.dedent(
     """
@@ -58,7 +72,10 @@ UPSTREAM = textwrap.dedent(
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
     """
 )
-LUA = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[%s]]\n'
+LUA = (
+    'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+    f'wrk.headers["Authorization"] = "Bearer {CLIENT_KEY}"\nwrk.body = [[%s]]\n'
+)
 
 
 def free_port() -> int:
@@ -73,7 +90,11 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: process exited")
         try:
-            httpx.post(url + "/v1/chat/completions", content=BODY, timeout=2)
+            response = httpx.post(
+                url + "/v1/chat/completions", content=BODY, headers=AUTH, timeout=2
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"{url}: {response.status_code} {response.text[:200]}")
             return
         except httpx.TransportError:
             time.sleep(0.1)
@@ -113,7 +134,7 @@ def ttft(url: str, samples: int = 50) -> float:
                 "POST",
                 url + "/v1/chat/completions",
                 content=STREAM_BODY,
-                headers={"content-type": "application/json"},
+                headers=AUTH,
             ) as response:
                 first = None
                 for _chunk in response.iter_raw():
@@ -130,8 +151,10 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def measure(name: str, argv: list[str], port: int, duration: int, scripts: dict) -> dict:
-    proc = subprocess.Popen(pinned(0, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def measure(argv: list[str], port: int, duration: int, scripts: dict, log: Path) -> dict:
+    """Run one proxy alone on core 0; its stderr (the access log) goes to the file `log`."""
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(pinned(0, argv), stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
@@ -153,9 +176,47 @@ def _child_pid(proc: subprocess.Popen[bytes]) -> int:
     return proc.pid
 
 
+CONFIG = """
+version: 1
+storage: {{state: memory, database: "sqlite:///{database}"}}
+auth:
+  mode: keys
+  keys: [{{name: bench, sha256: "{digest}", workspace: team-a}}]
+workspaces: {{team-a: {{}}}}
+providers:
+  up: {{type: openai, base_url: "{upstream}/v1", api_keys: [bench]}}
+models:
+  gpt-4o: {{targets: [up/gpt-4o], price: {{input: 2.5, output: 10}}}}
+routes:
+  - {{name: chat, when: {{endpoint: chat, model: gpt-4o}}, use: $requested}}
+"""
+
+
+def concord_argv(config: Path, port: int, tokenizer: bool) -> list[str]:
+    serve = ["serve", "-c", str(config), "--port", str(port), "--log-level", "info"]
+    if tokenizer:
+        return [PYTHON, "-m", "concord.cli", *serve]
+    return [PYTHON, "-c", NO_TOKENIZER, *serve]
+
+
+def table(floor: dict[str, float], runs: dict[str, dict[str, float]]) -> str:
+    names = list(runs)
+    lines = [f"{'metric':<12}{'passthrough':>12}" + "".join(f"{n:>16}{'ratio':>7}" for n in names)]
+    for key in floor:
+        row = f"{key:<12}{floor[key]:>12.2f}"
+        for name in names:
+            value = runs[name][key]
+            ratio = value / floor[key] if floor[key] else float("nan")
+            row += f"{value:>16.2f}{ratio:>7.2f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--tokenizer", choices=["both", "with", "without"], default="both")
+    parser.add_argument("--rounds", type=int, default=1, help="report the median of N rounds")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
@@ -170,52 +231,39 @@ def main() -> int:
         time.sleep(1.0)
         up_url = f"http://127.0.0.1:{up_port}"
         config = work / "concord.yaml"
-        config.write_text(
-            textwrap.dedent(
-                f"""
-                version: 1
-                auth: {{mode: open}}
-                providers:
-                  up: {{type: openai, base_url: "{up_url}/v1", api_keys: [bench]}}
-                models:
-                  gpt-4o: {{targets: [up/gpt-4o], price: {{input: 2.5, output: 10}}}}
-                """
+        digest = hashlib.sha256(CLIENT_KEY.encode()).hexdigest()
+        database = work / "usage.db"
+        config.write_text(CONFIG.format(database=database, digest=digest, upstream=up_url))
+        modes = {"both": (False, True), "with": (True,), "without": (False,)}[args.tokenizer]
+        samples: dict[str, list[dict[str, float]]] = {}
+        for _ in range(args.rounds):  # interleaved, so a busy moment hits every proxy alike
+            port = free_port()
+            argv = [PYTHON, str(ROOT / "benchmarks" / "passthrough.py"), up_url, str(port)]
+            log = work / "passthrough.log"
+            samples.setdefault("passthrough", []).append(
+                measure(argv, port, args.duration, scripts, log)
             )
-        )
-        floor_port, concord_port = free_port(), free_port()
-        floor = measure(
-            "passthrough",
-            [PYTHON, str(ROOT / "benchmarks" / "passthrough.py"), up_url, str(floor_port)],
-            floor_port,
-            args.duration,
-            scripts,
-        )
-        concord = measure(
-            "concord",
-            [
-                PYTHON,
-                "-m",
-                "concord.cli",
-                "serve",
-                "-c",
-                str(config),
-                "--port",
-                str(concord_port),
-                "--log-level",
-                "warning",
-            ],
-            concord_port,
-            args.duration,
-            scripts,
-        )
+            for tokenizer in modes:
+                name = "concord+tok" if tokenizer else "concord"
+                port = free_port()
+                log = work / f"{name}.log"
+                argv = concord_argv(config, port, tokenizer)
+                samples.setdefault(name, []).append(
+                    measure(argv, port, args.duration, scripts, log)
+                )
+                lines = log.read_text().count('"request_id"')
+                print(f"{name}: {lines} access-log lines", file=sys.stderr)
     finally:
         upstream.terminate()
         upstream.wait(10)
-    print(f"{'metric':<12}{'passthrough':>14}{'concord':>12}{'ratio':>10}")
-    for key in floor:
-        ratio = concord[key] / floor[key] if floor[key] else float("nan")
-        print(f"{key:<12}{floor[key]:>14.2f}{concord[key]:>12.2f}{ratio:>10.2f}")
+    results = {name: median_of(runs) for name, runs in samples.items()}
+    floor = results.pop("passthrough")
+    print(table(floor, results))
     return 0
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -16,7 +17,6 @@ from typing import Protocol
 
 import orjson
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -102,7 +102,7 @@ class GatewayState:
             self.limiter = ConcurrencyLimiter(server.max_concurrency, server.queue_timeout)
         self.graph = graph
 
-    async def authenticate(self, graph: Graph, headers: Headers) -> Principal:
+    async def authenticate(self, graph: Graph, headers: Mapping[str, str]) -> Principal:
         if graph is not self._derived_for:
             self._config_keys = ConfigKeyStore(graph.auth.keys, graph.workspaces)
             self._anonymous = open_principal(graph.workspaces)
@@ -138,6 +138,34 @@ class ConfigVersionHeader:
         await self.app(scope, receive, send_with_version)
 
 
+GATEWAY_PATHS: dict[str, Endpoint] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/messages": "messages",
+}
+
+
+class GatewayDispatch:
+    """Sends `POST` on the four gateway paths straight to `handle`, past Starlette's router,
+    exception middleware and endpoint wrappers: `handle` turns every exception into an answer
+    itself, so those layers only cost time on the hot path. Anything else (other methods,
+    trailing slashes, a root path) goes through the router as before, to the same routes."""
+
+    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            kind = GATEWAY_PATHS.get(scope["path"])
+            if kind is not None:
+                response = await handle(self.state, Request(scope, receive, send), kind)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app_from_graph(
     graph: Graph,
     *,
@@ -165,8 +193,13 @@ def create_app_from_graph(
                 await component.start(state)
                 started.append(component)
             state.ready = True
+            # Everything built so far (config, graph, pools, database engine) lives as long as
+            # the process: keep it out of the collector's full passes, which would otherwise
+            # walk it again and again under load. Undone at shutdown.
+            gc.freeze()
             yield
         finally:
+            gc.unfreeze()
             state.ready = False
             for component in reversed(started):
                 await component.stop(state)
@@ -194,10 +227,7 @@ def create_app_from_graph(
         return json_response(orjson.dumps({**body, "checks": checks}), 200 if ready else 503, {})
 
     routes = [
-        Route("/v1/chat/completions", endpoint("chat"), methods=["POST"]),
-        Route("/v1/completions", endpoint("completions"), methods=["POST"]),
-        Route("/v1/embeddings", endpoint("embeddings"), methods=["POST"]),
-        Route("/v1/messages", endpoint("messages"), methods=["POST"]),
+        *(Route(path, endpoint(kind), methods=["POST"]) for path, kind in GATEWAY_PATHS.items()),
         Route("/v1/models", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/_health", healthz, methods=["GET"]),  # SPEC §3.1: V0 aliases
@@ -218,6 +248,7 @@ def create_app_from_graph(
             )
         )
     middleware.append(Middleware(ConfigVersionHeader, state=state))  # SPEC §3: on every answer
+    middleware.append(Middleware(GatewayDispatch, state=state))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.gateway = state
     return app

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from starlette.datastructures import Headers
-
 from concord.gateway.errors import GatewayError, Unauthenticated
 
 
@@ -160,7 +158,7 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
-def client_key(headers: Headers) -> str | None:
+def client_key(headers: Mapping[str, str]) -> str | None:
     """The key the client sent, from either header form."""
     authorization = headers.get("authorization")
     if authorization:
@@ -178,7 +176,7 @@ def open_principal(workspaces: Mapping[str, Any]) -> Principal:
 
 
 async def authenticate(
-    headers: Headers, store: KeyStore, *, open_mode: bool, anonymous: Principal
+    headers: Mapping[str, str], store: KeyStore, *, open_mode: bool, anonymous: Principal
 ) -> Principal:
     """The caller's principal, or Unauthenticated (401 invalid_api_key).
 

@@ -10,8 +10,8 @@ headers (SPEC §3), and every request ends in exactly one usage record.
 from __future__ import annotations
 
 import logging
+import random
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 import orjson
@@ -24,7 +24,14 @@ from concord.gateway.auth import Principal
 from concord.gateway.cache_replay import replay_stream, with_model
 from concord.gateway.errors import ClientWire, GatewayError, ModelNotFound, PolicyRejected
 from concord.gateway.guards import Admission
-from concord.gateway.parse import apply_params, build_context, parse_json, read_body, validate
+from concord.gateway.parse import (
+    apply_params,
+    build_context,
+    parse_json,
+    read_body,
+    request_headers,
+    validate,
+)
 from concord.gateway.record import UsageRecord
 from concord.gateway.respond import (
     SSE_HEADERS,
@@ -148,20 +155,26 @@ class Call:
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    """`req_` and 32 hex digits, as a uuid4 would give, without a getrandom() syscall per request:
+    an id must be unique, not unguessable (random reseeds itself in forked workers)."""
+    return f"req_{_bits(128):032x}"
+
+
+_bits = random.getrandbits
 
 
 async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> Response:
     graph = state.graph  # SPEC §4: read once; this request finishes on this graph
-    call = Call(graph, endpoint, request.headers.get("x-request-id") or new_request_id())
+    headers = request_headers(request)
+    call = Call(graph, endpoint, headers.get("x-request-id") or new_request_id())
     holding = False
     try:
-        call.principal = await state.authenticate(graph, request.headers)
-        body = parse_json(await read_body(request, graph.server.max_body))
+        call.principal = await state.authenticate(graph, headers)
+        body = parse_json(await read_body(request, graph.server.max_body, headers))
         validate(endpoint, body)
         await state.limiter.acquire()
         holding = True
-        ctx = build_context(endpoint, body, call.principal, request.headers)
+        ctx = build_context(endpoint, body, call.principal, headers)
         ctx = call.ctx = await state.guards.prepare(graph, ctx)  # budget_used, when routed on
         runtime = state.runtime.view(state.pool.unavailable())
         decision = call.decision = graph.decide(ctx, runtime)

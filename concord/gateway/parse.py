@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from concord.engine.graph import Endpoint, ParamOverrides, RequestContext
 from concord.gateway.auth import Principal
@@ -20,18 +20,40 @@ from concord.gateway.tokens import estimate
 JSON = dict[str, Any]
 
 
-async def read_body(request: Request, max_body: int) -> bytes:
+def request_headers(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict: lower-case name to its first value.
+
+    Looked up several times per request (auth, request id, `header.*` routing, cache directives);
+    Starlette's `Headers` scans the raw list on every lookup and raises on every miss.
+    """
+    headers: dict[str, str] = {}
+    for name, value in request.scope["headers"]:
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
+
+
+async def read_body(request: Request, max_body: int, headers: Mapping[str, str]) -> bytes:
     """The raw body, refusing more than `max_body` bytes before reading them if we can (413)."""
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and max_body and int(declared) > max_body:
         raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {max_body} bytes.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if max_body and size > max_body:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {max_body} bytes.")
-        chunks.append(chunk)
+    receive = request.receive  # read straight from ASGI, as `request.stream()` would
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if max_body and size > max_body:
+                raise PayloadTooLarge(f"Request body exceeds the limit of {max_body} bytes.")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -14,6 +14,8 @@ import logging.handlers
 import os
 import queue
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -77,25 +79,80 @@ class JsonFormatter(logging.Formatter):
 
 
 class _DeferredQueueHandler(logging.handlers.QueueHandler):
-    """Enqueue the record as it is: formatting happens in the listener thread, off the loop."""
+    """Enqueue the record as it is: formatting happens in the writer thread, off the loop."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
 
 
+class _Writer:
+    """The thread that formats queued lines and writes them, several per `write()` call.
+
+    The queue holds `UsageRecord`s (the access log's fast path) and `LogRecord`s (anything else
+    logged on `concord.access`); `None` asks the thread to finish what is queued and stop.
+    """
+
+    BATCH = 256  # lines per write at most, so one slow write never holds many records
+    LINGER = 0.005  # seconds to let a batch gather: one wake-up and write per batch, not per line
+
+    def __init__(self, records: queue.SimpleQueue[Any], stream: IO[str]) -> None:
+        self._queue = records
+        self._stream = stream
+        self._formatter = JsonFormatter()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="concord-access-log", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        records = self._queue
+        while True:
+            batch = [records.get()]
+            if batch[0] is not None:
+                time.sleep(self.LINGER)
+            while len(batch) < self.BATCH and not records.empty():
+                batch.append(records.get_nowait())
+            done = None in batch
+            lines = [self._line(item) for item in batch if item is not None]
+            if lines:
+                self._write("\n".join(lines) + "\n")
+            if done:
+                return
+
+    def _line(self, item: UsageRecord | logging.LogRecord) -> str:
+        if isinstance(item, UsageRecord):
+            return orjson.dumps(access_fields(item)).decode()
+        return self._formatter.format(item)
+
+    def _write(self, text: str) -> None:
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except Exception:  # a closed or broken stderr must not kill the thread
+            pass
+
+
 class AccessLog:
-    """A Recorder writing one JSON line per request; `start()` / `stop()` own the thread."""
+    """A Recorder writing one JSON line per request; `start()` / `stop()` own the thread.
+
+    While this log's handler is the only one on `concord.access` (the usual case), a record goes
+    straight onto the writer's queue: no `LogRecord` is built on the request path. Anything else
+    (other handlers, other messages) takes the ordinary logging route.
+    """
 
     def __init__(self, level: str | None = None, stream: IO[str] | None = None) -> None:
         self.logger = logging.getLogger(ACCESS_LOGGER)
         self.level = _LEVELS.get((level or os.environ.get(LEVEL_ENV) or "info").lower(), 20)
-        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._handler = _DeferredQueueHandler(self._queue)
-        output = logging.StreamHandler(stream or sys.stderr)
-        output.setFormatter(JsonFormatter())
-        self._listener = logging.handlers.QueueListener(
-            self._queue, output, respect_handler_level=False
-        )
+        self._writer = _Writer(self._queue, stream or sys.stderr)
         self._started = False
 
     def start(self) -> None:
@@ -104,7 +161,7 @@ class AccessLog:
         self.logger.setLevel(self.level)
         self.logger.addHandler(self._handler)
         self.logger.propagate = False  # one line per request, not a second copy via the root
-        self._listener.start()
+        self._writer.start()
         self._started = True
 
     def stop(self) -> None:
@@ -113,9 +170,15 @@ class AccessLog:
             return
         self.logger.removeHandler(self._handler)
         self.logger.propagate = True
-        self._listener.stop()
+        self._writer.stop()
         self._started = False
 
     def record(self, record: UsageRecord) -> None:
-        if self.logger.isEnabledFor(logging.INFO):
-            self.logger.info("request", extra={"usage": record})
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handlers = logger.handlers
+        if self._started and len(handlers) == 1 and handlers[0] is self._handler:
+            self._queue.put(record)
+        else:
+            logger.info("request", extra={"usage": record})

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -154,6 +155,10 @@ class Metrics:
             registry=r,
         )
         self._version: str | None = None
+        # bound methods of the per-request series, by label values (see `_request_series`)
+        self._requests_cache: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+        self._spend_cache: dict[tuple[str, str, str], Callable[[float], None]] = {}
+        self._attempt_cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         for result in ("ok", "error"):
             self.reloads.labels(result)  # both series exist from the start, at 0
 
@@ -164,8 +169,10 @@ class Metrics:
         route = record.route or NONE
         model = record.model or NONE
         provider = record.provider or NONE
-        self.requests.labels(route, model, provider, str(record.status)).inc()
-        self.request_latency.labels(route, model).observe(record.latency_ms / 1000)
+        status = record.status
+        count_request, observe_latency = self._request_series(route, model, provider, status)
+        count_request()
+        observe_latency(record.latency_ms / 1000)
         if record.ttft_ms is not None:
             self.ttft.labels(model, provider).observe(record.ttft_ms / 1000)
         if record.model is not None:
@@ -174,20 +181,57 @@ class Metrics:
                 ("input", record.input_tokens),
                 ("output", record.output_tokens),
                 ("cached", record.cached_tokens),
+                ("cost", record.cost_usd),
             ):
-                if count:
-                    self.tokens.labels(workspace, model, kind).inc(count)
-            if record.cost_usd:
-                self.cost.labels(workspace, model).inc(record.cost_usd)
+                if count:  # a series appears with its first non-zero count, never at 0
+                    self._spend_series(workspace, model, kind)(count)
         cache = _cache_result(record)
         if cache == "hit":
             self.cache_hits.labels(model).inc()
         elif cache == "miss":
             self.cache_misses.labels(model).inc()
 
+    def _request_series(
+        self, route: str, model: str, provider: str, status: int
+    ) -> tuple[Callable[[], None], Callable[[float], None]]:
+        """`requests.inc` and `request_latency.observe` for these labels, looked up once.
+
+        Label values come from the config and small fixed sets (module docstring), so the cache
+        is as bounded as the series themselves; no series is ever removed, so an entry stays valid.
+        """
+        key = (route, model, provider, status)
+        series = self._requests_cache.get(key)
+        if series is None:
+            series = (
+                self.requests.labels(route, model, provider, str(status)).inc,
+                self.request_latency.labels(route, model).observe,
+            )
+            self._requests_cache[key] = series
+        return series
+
+    def _spend_series(self, workspace: str, model: str, kind: str) -> Callable[[float], None]:
+        """`inc` of a token counter (`kind` input, output, cached) or of the cost counter."""
+        key = (workspace, model, kind)
+        inc = self._spend_cache.get(key)
+        if inc is None:
+            if kind == "cost":
+                inc = self.cost.labels(workspace, model).inc
+            else:
+                inc = self.tokens.labels(workspace, model, kind).inc
+            self._spend_cache[key] = inc
+        return inc
+
     def attempt(self, provider: str, target: str, seconds: float, result: str) -> None:
-        self.upstream_latency.labels(provider, target).observe(seconds)
-        self.upstream_calls.labels(provider, target, result).inc()
+        key = (provider, target, result)
+        series = self._attempt_cache.get(key)
+        if series is None:
+            series = (
+                self.upstream_latency.labels(provider, target).observe,
+                self.upstream_calls.labels(provider, target, result).inc,
+            )
+            self._attempt_cache[key] = series
+        series[0](seconds)
+        series[1]()
 
     def retried(self, target: str) -> None:
         self.retries.labels(target).inc()

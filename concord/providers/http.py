@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from concord.engine.graph import ProviderSpec
 from concord.providers.base import (
@@ -46,6 +47,10 @@ Call = Callable[[UpstreamRequest, "str | None"], Awaitable[T]]
 
 # The event that ends a complete stream, per wire; EOF before it means the stream was cut short.
 _TERMINAL = {"openai": "[DONE]", "anthropic": "message_stop"}
+# `send` bounds the whole call with asyncio.timeout, so aiohttp needs no timer of its own; a
+# shared ClientTimeout object also spares building one per request.
+_NO_TOTAL = aiohttp.ClientTimeout(total=None)
+_URL_CACHE_SIZE = 256  # parsed upstream URLs kept per adapter (Azure's vary with the deployment)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -108,6 +113,8 @@ class HTTPProvider:
         self.keys = KeyRing(spec.api_keys, spec.key_cooldown)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._urls: dict[str, URL] = {}
+        self._base_headers: dict[str | None, dict[str, str]] = {}  # by API key
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -184,7 +191,27 @@ class HTTPProvider:
             retry_after=self.keys.ready_in(),
         )
 
+    def _url(self, request: UpstreamRequest) -> URL:
+        """`url()` parsed once: aiohttp would parse the same string on every call."""
+        text = self.url(request.endpoint, request.body)
+        parsed = self._urls.get(text)
+        if parsed is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            parsed = self._urls[text] = URL(text)
+        return parsed
+
     def _headers(self, request: UpstreamRequest, key: str | None) -> dict[str, str]:
+        """The upstream request's headers; without per-request ones, one dict per key, reused
+        (aiohttp copies what it is given and never changes it)."""
+        if not request.headers:
+            headers = self._base_headers.get(key)
+            if headers is None:
+                headers = self._base_headers[key] = self._build_headers(request, key)
+            return headers
+        return self._build_headers(request, key)
+
+    def _build_headers(self, request: UpstreamRequest, key: str | None) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
             **self.default_headers(),
@@ -215,13 +242,15 @@ class HTTPProvider:
         return kind(message, status=status, retry_after=retry_after, body=body)
 
     async def _send_once(self, request: UpstreamRequest, key: str | None) -> UpstreamResponse:
-        url = self.url(request.endpoint, request.body)
-        timeout = aiohttp.ClientTimeout(total=request.timeout)
+        url = self._url(request)
         data = _encode_body(request.body)
         try:
-            async with self.session().post(
-                url, data=data, headers=self._headers(request, key), timeout=timeout
-            ) as response:
+            async with (
+                asyncio.timeout(request.timeout),
+                self.session().post(
+                    url, data=data, headers=self._headers(request, key), timeout=_NO_TOTAL
+                ) as response,
+            ):
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except TimeoutError as error:
@@ -239,7 +268,7 @@ class HTTPProvider:
         return UpstreamResponse(status=status, body=body, headers=dict(headers))
 
     async def _open_stream(self, request: UpstreamRequest, key: str | None) -> HTTPStream:
-        url = self.url(request.endpoint, request.body)
+        url = self._url(request)
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=request.timeout, sock_read=request.timeout
         )

@@ -52,6 +52,7 @@ return 1
 # (limit units or 'inf', hard 1/0, ttl or '') per line. Checks everything before writing anything:
 # a request refused by a bucket touches no budget, one blocked by a budget charges no bucket.
 # Returns {rate ok 1/0, denied bucket, wait, budget ok 1/0, spent, exhausted, blocked, cached}.
+# Numbers are written with %.17g: Lua's tostring keeps 14 digits, which rounds epoch timestamps.
 _ADMIT = """
 local now, nr, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local levels, stamps = {}, {}
