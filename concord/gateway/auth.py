@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from concord.gateway.errors import GatewayError, Unauthenticated
+from concord.gateway.errors import KeysUnavailable, Unauthenticated
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +31,6 @@ class Principal:
 
 
 ANONYMOUS = Principal()
-
-
-class KeysUnavailable(GatewayError):
-    """503: the key is not declared in the config and the database that may know it cannot be
-    asked right now. Saying 401 would tell the client its key is wrong, which it may not be."""
-
-    status = 503
-    code = "database_unavailable"
-    anthropic_type = "api_error"
 
 
 class KeyStore(Protocol):

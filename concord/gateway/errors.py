@@ -14,6 +14,8 @@ Messages never contain a secret: upstream keys never reach this module.
     ├── RateLimited               429 rate_limit_exceeded, with Retry-After (SPEC §2.7)
     ├── BudgetExceeded            429 insufficient_quota / budget_exceeded (SPEC §2.6)
     ├── Overloaded                503 overloaded: no concurrency slot within queue_timeout
+    │   └── StateUnreachable      503: limits or budgets needed, Redis down, state_failure closed
+    ├── KeysUnavailable           503 database_unavailable: an unknown key, and no database to ask
     └── UpstreamFailed            502, or the upstream's own 4xx the client caused (SPEC §3)
 """
 
@@ -155,6 +157,15 @@ class Overloaded(GatewayError):
     status = 503
     code = "overloaded"
     anthropic_type = "overloaded_error"
+
+
+class KeysUnavailable(GatewayError):
+    """503: the key is not declared in the config and the database that may know it cannot be
+    asked right now. Saying 401 would tell the client its key is wrong, which it may not be."""
+
+    status = 503
+    code = "database_unavailable"
+    anthropic_type = "api_error"
 
 
 class UpstreamFailed(GatewayError):

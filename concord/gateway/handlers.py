@@ -44,6 +44,7 @@ from concord.translate.usage import Usage
 
 if TYPE_CHECKING:
     from concord.gateway.app import GatewayState
+    from concord.gateway.limits import ConcurrencyLimiter
 
 log = logging.getLogger("concord.gateway")
 
@@ -146,6 +147,7 @@ class Call:
             cached_tokens=usage.cached_tokens,
             cost_usd=cost,  # a cache hit costs nothing: no upstream was called
             cache_hit=hit is not None,
+            cache=self.admission.cache_status if self.admission else None,
             latency_ms=(time.monotonic() - self.started) * 1000,
             ttft_ms=(first_byte_at - self.started) * 1000 if first_byte_at else None,
             attempts=self.calls,
@@ -167,12 +169,13 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
     graph = state.graph  # SPEC §4: read once; this request finishes on this graph
     headers = request_headers(request)
     call = Call(graph, endpoint, headers.get("x-request-id") or new_request_id())
+    limiter = state.limiter  # released on the one acquired, even if a reload swaps it (SPEC §4)
     holding = False
     try:
         call.principal = await state.authenticate(graph, headers)
         body = parse_json(await read_body(request, graph.server.max_body, headers))
         validate(endpoint, body)
-        await state.limiter.acquire()
+        await limiter.acquire()
         holding = True
         ctx = build_context(endpoint, body, call.principal, headers)
         ctx = call.ctx = await state.guards.prepare(graph, ctx)  # budget_used, when routed on
@@ -199,7 +202,7 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
         served = call.served = await state.attempts.run(job)
         call.calls = served.calls
         if served.stream is not None:
-            response = _stream(state, call, served, body)
+            response = _stream(state, call, served, body, limiter)
             holding = False  # the stream releases the slot when it ends
             return response
         return await _answer(state, call, served)
@@ -215,7 +218,7 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
         return error_response(error, call.wire, call.headers())
     finally:
         if holding:
-            state.limiter.release()
+            limiter.release()
 
 
 def _check(decision: Decision, ctx: RequestContext) -> None:
@@ -268,7 +271,9 @@ def _include_usage(body: dict) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _stream(state: GatewayState, call: Call, served: Served, body: dict) -> Response:
+def _stream(
+    state: GatewayState, call: Call, served: Served, body: dict, limiter: ConcurrencyLimiter
+) -> Response:
     assert served.stream is not None and call.ctx is not None
     include_usage = _include_usage(body)
     relay = served.bridge.relay(
@@ -282,7 +287,7 @@ def _stream(state: GatewayState, call: Call, served: Served, body: dict) -> Resp
             )
             await _finish(state, call, record)
         finally:
-            state.limiter.release()
+            limiter.release()
 
     return EventStreamResponse(served.stream, relay, call.wire, call.headers(), on_close)  # type: ignore[return-value]
 

@@ -32,6 +32,7 @@ class UsageRecord:
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     cache_hit: bool = False
+    cache: str | None = None  # "hit", "miss" or "bypass"; None when no cache policy applied
     attempts: int = 0
     stream: bool = False
     error_type: str | None = None

@@ -98,3 +98,15 @@ async def test_config_reloads_are_counted_by_result(start: Start) -> None:
     samples = await gw.metrics()
     assert value(samples, "concord_config_reload_total", result="error") == 1
     assert value(samples, "concord_config_reload_total", result="ok") == 0
+
+
+async def test_cache_hits_and_misses_are_counted_and_bypasses_are_not(
+    start: Start, upstream: FakeUpstream
+) -> None:
+    gw = await start(CATALOG)
+    assert (await gw.chat(temperature=0)).headers["x-concord-cache"] == "miss"
+    assert (await gw.chat(temperature=0)).headers["x-concord-cache"] == "hit"
+    assert (await gw.chat(temperature=0.7)).headers["x-concord-cache"] == "bypass"
+    samples = await gw.metrics()
+    assert value(samples, "concord_cache_misses_total", model="gpt-4o") == 1
+    assert value(samples, "concord_cache_hits_total", model="gpt-4o") == 1
