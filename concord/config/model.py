@@ -113,27 +113,33 @@ Scope = Literal["key", "workspace", "user", "global"]
 class Stored(BaseModel):
     """Base of every config model: unknown keys are errors (SPEC §2), values are immutable."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class ServerConfig(Stored):
-    host: str = "127.0.0.1"
-    """Listen address; `concord serve --host` overrides it."""
-    port: int = Field(default=8080, ge=0, le=65535)
-    """Listen port; `concord serve --port` overrides it."""
-    max_body: Size = 8 * 1024 * 1024
-    """Larger request bodies get 413."""
+    host: str = Field(
+        default="127.0.0.1", description="Listen address; `concord serve --host` overrides it."
+    )
+    port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Listen port; `concord serve --port` overrides it.",
+    )
+    max_body: Size = Field(default=8 * 1024 * 1024, description="Larger request bodies get 413.")
     max_concurrency: int = Field(default=0, ge=0, description="0 means unlimited.")
-    queue_timeout: Duration = 30.0
-    """How long a request waits for a concurrency slot before 503."""
-    request_timeout: Duration = 600.0
-    """Deadline of a whole request, retries and fallbacks included."""
-    cors_origins: list[str] = []
-    """Origins allowed by CORS; empty disables CORS."""
-    log_bodies: bool = False
-    """Reserved: request bodies are never logged today."""
+    queue_timeout: Duration = Field(
+        default=30.0, description="How long a request waits for a concurrency slot before 503."
+    )
+    request_timeout: Duration = Field(
+        default=600.0, description="Deadline of a whole request, retries and fallbacks included."
+    )
+    cors_origins: list[str] = Field(
+        default=[], description="Origins allowed by CORS; empty disables CORS."
+    )
+    log_bodies: bool = Field(
+        default=False, description="Reserved: request bodies are never logged today."
+    )
 
 
 class StorageConfig(Stored):
@@ -157,17 +163,22 @@ class DeclaredKey(Stored):
     workspace: str = "default"
     user: str | None = None
     tags: list[str] = []
-    expires: datetime | None = None
-    """ISO 8601 date-time after which the key is refused."""
+    expires: datetime | None = Field(
+        default=None, description="ISO 8601 date-time after which the key is refused."
+    )
 
 
 class AuthConfig(Stored):
-    admin_key: str = ""
-    """Bearer key of the admin API; empty disables the admin API (404)."""
-    mode: Literal["keys", "open"] = "keys"
-    """`keys` needs a client key; `open` serves everyone as workspace `default`."""
-    keys: list[DeclaredKey] = []
-    """Client keys declared by SHA-256 (§2.8)."""
+    admin_key: str = Field(
+        default="", description="Bearer key of the admin API; empty disables the admin API (404)."
+    )
+    mode: Literal["keys", "open"] = Field(
+        default="keys",
+        description="`keys` needs a client key; `open` serves everyone as workspace `default`.",
+    )
+    keys: list[DeclaredKey] = Field(
+        default=[], description="Client keys declared by SHA-256 (§2.8)."
+    )
 
 
 class BudgetSpec(Stored):
@@ -188,21 +199,26 @@ class WorkspaceConfig(Stored):
 
 
 class ProviderConfig(Stored):
-    type: Literal["openai", "azure", "anthropic", "mock"]
-    """The adapter: any OpenAI-compatible API, Azure, Anthropic, or mock."""
+    type: Literal["openai", "azure", "anthropic", "mock"] = Field(
+        description="The adapter: any OpenAI-compatible API, Azure, Anthropic, or mock."
+    )
     base_url: str | None = None
-    api_keys: list[str] = []
-    """Tried in order; a key answered 401/403/429 cools down."""
-    api_version: str | None = None
-    """Azure only."""
-    timeout: Duration | None = None
-    """Per upstream call; defaults to `defaults.timeout`."""
-    max_connections: int = Field(default=200, ge=1)
-    """Size of the provider's connection pool."""
-    headers: dict[str, str] = {}
-    """Extra headers sent upstream (never logged)."""
-    key_cooldown: Duration | None = None
-    """Defaults to `defaults.key_cooldown`."""
+    api_keys: list[str] = Field(
+        default=[], description="Tried in order; a key answered 401/403/429 cools down."
+    )
+    api_version: str | None = Field(default=None, description="Azure only.")
+    timeout: Duration | None = Field(
+        default=None, description="Per upstream call; defaults to `defaults.timeout`."
+    )
+    max_connections: int = Field(
+        default=200, ge=1, description="Size of the provider's connection pool."
+    )
+    headers: dict[str, str] = Field(
+        default={}, description="Extra headers sent upstream (never logged)."
+    )
+    key_cooldown: Duration | None = Field(
+        default=None, description="Defaults to `defaults.key_cooldown`."
+    )
     reply: str | None = Field(
         default=None, description="mock only: a fixed reply instead of echoing the prompt."
     )
@@ -221,16 +237,19 @@ class TargetSpec(Stored):
 
 
 class ModelConfig(Stored):
-    targets: list[str | TargetSpec] = Field(min_length=1)
-    """`provider/upstream-model`, in priority order."""
+    targets: list[str | TargetSpec] = Field(
+        min_length=1, description="`provider/upstream-model`, in priority order."
+    )
     balance: Literal["priority", "weighted", "round_robin", "least_latency"] = "priority"
     fallbacks: list[str] = Field(
         default=[], description="Models tried in order once every target of this one failed."
     )
-    price: Price | None = None
-    """USD per 1M tokens; needed for budgets and cost metrics."""
-    context_window: int | None = Field(default=None, gt=0)
-    """Targets that cannot hold the request are skipped."""
+    price: Price | None = Field(
+        default=None, description="USD per 1M tokens; needed for budgets and cost metrics."
+    )
+    context_window: int | None = Field(
+        default=None, gt=0, description="Targets that cannot hold the request are skipped."
+    )
     max_output_tokens: int | None = Field(
         default=None,
         gt=0,
@@ -253,25 +272,31 @@ RetryOn = int | Literal["timeout", "connection"]
 
 
 class RetrySpec(Stored):
-    attempts: int = Field(default=2, ge=1, le=20)
-    """Tries of one target, the first included."""
+    attempts: int = Field(
+        default=2, ge=1, le=20, description="Tries of one target, the first included."
+    )
     backoff: Backoff = Backoff()
-    on: list[RetryOn] = [429, 500, 502, 503, 504, "timeout", "connection"]
-    """Statuses and failure kinds that are retried."""
+    on: list[RetryOn] = Field(
+        default=[429, 500, 502, 503, 504, "timeout", "connection"],
+        description="Statuses and failure kinds that are retried.",
+    )
 
 
 class BreakerSpec(Stored):
-    failures: int = Field(default=3, ge=1)
-    """Failures in a row that open a target's circuit."""
-    cooldown: Duration = 600.0
-    """How long an open circuit skips the target."""
+    failures: int = Field(
+        default=3, ge=1, description="Failures in a row that open a target's circuit."
+    )
+    cooldown: Duration = Field(
+        default=600.0, description="How long an open circuit skips the target."
+    )
 
 
 class CacheSpec(Stored):
     enabled: bool = True
     ttl: Duration = 3600.0
-    when: When | None = None
-    """Only requests matching these conditions are cached."""
+    when: When | None = Field(
+        default=None, description="Only requests matching these conditions are cached."
+    )
     scope: Literal["workspace", "global"] = "workspace"
     max_entries: int = Field(default=10000, ge=1, description="Memory backend LRU bound.")
 
@@ -283,8 +308,7 @@ class Defaults(Stored):
     timeout: Duration = 60.0
     retry: RetrySpec = RetrySpec()
     circuit_breaker: BreakerSpec = BreakerSpec()
-    key_cooldown: Duration = 300.0
-    """How long a rejected API key rests."""
+    key_cooldown: Duration = Field(default=300.0, description="How long a rejected API key rests.")
     context_overflow: ContextOverflow = "fallback"
     cache: CacheSpec = CacheSpec()
 
@@ -296,20 +320,24 @@ class ParamsSpec(Stored):
 
 class Route(Stored):
     name: Name
-    when: When | None = None
-    """Conditions; absent matches everything."""
+    when: When | None = Field(default=None, description="Conditions; absent matches everything.")
     use: str | None = Field(default=None, description="A catalog model or $requested.")
     fallbacks: list[str] = []
-    reject: RejectSpec | None = None
-    """Answer with this status instead of calling a model."""
+    reject: RejectSpec | None = Field(
+        default=None, description="Answer with this status instead of calling a model."
+    )
     retry: RetrySpec | None = None
     timeout: Duration | None = None
-    cache: Literal[False] | CacheSpec | None = None
-    """`false` disables the cache on this route; a map overrides defaults."""
-    limits: list[str] = []
-    """Names of `rate_limits` that apply only on this route."""
-    params: ParamsSpec | None = None
-    """`set` forces body values; `max` caps them."""
+    cache: Literal[False] | CacheSpec | None = Field(
+        default=None,
+        description="`false` disables the cache on this route; a map overrides defaults.",
+    )
+    limits: list[str] = Field(
+        default=[], description="Names of `rate_limits` that apply only on this route."
+    )
+    params: ParamsSpec | None = Field(
+        default=None, description="`set` forces body values; `max` caps them."
+    )
     context_overflow: ContextOverflow | None = None
 
 
@@ -371,29 +399,34 @@ class TestCase(Stored):
 class Config(Stored):
     """A whole concord.yaml after includes are merged (SPEC §2)."""
 
-    version: Literal[1]
-    """The config format version; always 1."""
-    include: list[str] = []
-    """Globs of files merged into this one, relative to it, in sorted order (§2.9)."""
+    version: Literal[1] = Field(description="The config format version; always 1.")
+    include: list[str] = Field(
+        default=[],
+        description="Globs of files merged into this one, relative to it, in sorted order (§2.9).",
+    )
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
     auth: AuthConfig = AuthConfig()
-    workspaces: dict[str, WorkspaceConfig] = {}
-    """Workspaces synced into the database at load (§2.6)."""
-    providers: dict[str, ProviderConfig]
-    """Upstream APIs by name (§2.2)."""
-    models: dict[str, ModelConfig]
-    """The catalog clients see in `/v1/models` (§2.3)."""
-    routes: list[Route] = []
-    """Evaluated in order; the first match wins (§2.4)."""
-    defaults: Defaults = Defaults()
-    """Resilience and cache settings every route inherits (§2.5)."""
-    budgets: list[BudgetRule] = []
-    """Extra budgets by scope (§2.6)."""
-    rate_limits: list[RateLimit] = []
-    """Requests and tokens per minute (§2.7)."""
-    tests: list[TestCase] = []
-    """Routing tests run by `concord test` (§6)."""
+    workspaces: dict[str, WorkspaceConfig] = Field(
+        default={}, description="Workspaces synced into the database at load (§2.6)."
+    )
+    providers: dict[str, ProviderConfig] = Field(description="Upstream APIs by name (§2.2).")
+    models: dict[str, ModelConfig] = Field(
+        description="The catalog clients see in `/v1/models` (§2.3)."
+    )
+    routes: list[Route] = Field(
+        default=[], description="Evaluated in order; the first match wins (§2.4)."
+    )
+    defaults: Defaults = Field(
+        default=Defaults(), description="Resilience and cache settings every route inherits (§2.5)."
+    )
+    budgets: list[BudgetRule] = Field(default=[], description="Extra budgets by scope (§2.6).")
+    rate_limits: list[RateLimit] = Field(
+        default=[], description="Requests and tokens per minute (§2.7)."
+    )
+    tests: list[TestCase] = Field(
+        default=[], description="Routing tests run by `concord test` (§6)."
+    )
 
 
 def json_schema() -> dict[str, Any]:
