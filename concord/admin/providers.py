@@ -17,7 +17,7 @@ from concord.admin.auth import admin_verdict
 from concord.admin.errors import error_response
 from concord.engine.graph import Graph
 from concord.gateway.runtime import RuntimeState
-from concord.observability.health import PassiveHealth, worst
+from concord.observability.health import PassiveHealth, ProbeResult, worst
 from concord.providers.registry import ProviderPool
 
 if TYPE_CHECKING:
@@ -32,13 +32,16 @@ def targets_by_provider(graph: Graph) -> dict[str, list[str]]:
             ids = grouped.setdefault(target.provider, [])
             if target.id not in ids:
                 ids.append(target.id)
+    for name, spec in graph.providers.items():  # a probed model outside the catalog too
+        if spec.probe is not None and f"{name}/{spec.probe.model}" not in grouped[name]:
+            grouped[name].append(f"{name}/{spec.probe.model}")
     return grouped
 
 
 def providers_report(
     graph: Graph, pool: ProviderPool, runtime: RuntimeState, health: PassiveHealth
 ) -> dict[str, Any]:
-    """The response body: `{"data": [{name, type, state, available, keys, targets}]}`."""
+    """The body: `{"data": [{name, type, state, available, keys, targets, last_probe}]}`."""
     data = []
     for name, target_ids in targets_by_provider(graph).items():
         spec = graph.providers.get(name)
@@ -76,9 +79,23 @@ def providers_report(
                 "available": available,
                 "keys": keys,
                 "targets": targets,
+                "last_probe": _probe_report(health.last_probe(name)),
             }
         )
     return {"data": data}
+
+
+def _probe_report(result: ProbeResult | None) -> dict[str, Any] | None:
+    """SPEC §5: the provider's last background probe, or None when it has none."""
+    if result is None:
+        return None
+    return {
+        "at": round(result.at, 3),
+        "target": result.target,
+        "ok": result.ok,
+        "latency_ms": round(result.latency_ms, 1),
+        "error": result.error,
+    }
 
 
 def providers_route(health: PassiveHealth) -> Route:

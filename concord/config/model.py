@@ -198,6 +198,14 @@ class WorkspaceConfig(Stored):
     )
 
 
+class ProbeSpec(Stored):
+    """SPEC §5: an optional background health check of one provider."""
+
+    interval: Duration = Field(default=30.0, gt=0, description="Time between two probes.")
+    model: str = Field(description="The upstream model the probe asks (a one-token request).")
+    timeout: Duration = Field(default=5.0, gt=0, description="How long one probe may take.")
+
+
 class ProviderConfig(Stored):
     type: Literal["openai", "azure", "anthropic", "mock"] = Field(
         description="The adapter: any OpenAI-compatible API, Azure, Anthropic, or mock."
@@ -223,6 +231,10 @@ class ProviderConfig(Stored):
         default=None, description="mock only: a fixed reply instead of echoing the prompt."
     )
     latency: Duration = Field(default=0.0, description="mock only: delay before answering.")
+    probe: ProbeSpec | None = Field(
+        default=None,
+        description="Background health probe: a one-token request every `interval`.",
+    )
 
 
 class Price(Stored):

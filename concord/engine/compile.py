@@ -22,6 +22,7 @@ from concord.config import model as cfg
 from concord.config.errors import ConfigError, Diagnostic, Location, Path, dotted
 from concord.engine import graph as g
 from concord.engine import nodes
+from concord.engine.decision import ProbeSettings
 from concord.engine.match import Condition, WhenError, compile_when, glob_regex
 
 if TYPE_CHECKING:
@@ -130,6 +131,11 @@ class _Compiler:
                 key_cooldown=d.key_cooldown if p.key_cooldown is None else p.key_cooldown,
                 reply=p.reply,
                 latency=p.latency,
+                probe=(
+                    ProbeSettings(p.probe.interval, p.probe.model, p.probe.timeout)
+                    if p.probe is not None
+                    else None
+                ),
             )
             for name, p in self.config.providers.items()
         }

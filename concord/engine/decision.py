@@ -217,6 +217,15 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """A provider's background health probe (SPEC §5): one tiny request every `interval`."""
+
+    interval: float
+    model: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderSpec:
     """A provider as the data plane needs it. `api_keys` are secrets: never print them."""
 
@@ -232,6 +241,7 @@ class ProviderSpec:
     reply: str | None = None
     latency: float = 0.0
     keys_declared: bool = False  # api_keys were written, even if the environment emptied them
+    probe: ProbeSettings | None = None
 
     @property
     def available(self) -> bool:

@@ -22,6 +22,7 @@ from concord.gateway.record import UsageRecord
 from concord.observability.health import PassiveHealth
 from concord.observability.logs import AccessLog
 from concord.observability.metrics import Metrics, upstream_result
+from concord.observability.probes import Prober
 from concord.observability.recorders import join
 from concord.providers.base import UpstreamError
 
@@ -46,6 +47,7 @@ class Observability:
         self.health = health or PassiveHealth()
         self._state: GatewayState | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._prober: Prober | None = None  # background probes (SPEC §5), when configured
 
     # -- Component -----------------------------------------------------------------------------
 
@@ -62,8 +64,12 @@ class Observability:
         self.access_log.start()
         self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
+        self._prober = Prober(state, self.health)
+        self._prober.start()
 
     async def stop(self, state: GatewayState) -> None:
+        if self._prober is not None:
+            await self._prober.stop()
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

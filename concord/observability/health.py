@@ -6,6 +6,9 @@ healthy, at or above `DEGRADED_RATE` degraded, below that unhealthy. An open cir
 target unhealthy whatever its rate, a half-open one degraded. A target with no recent traffic is
 healthy: there is no evidence against it.
 
+Background probes (`concord.observability.probes`) feed the same windows, so a provider with a
+probe is judged even without traffic; its last probe is kept for the admin report.
+
 Outcomes the request caused (400, 404, 413, 422) say nothing about the target and are not
 counted. Health is per process: with several workers each judges from its own share of traffic.
 """
@@ -32,6 +35,17 @@ class TargetHealth:
     latency_ms: float | None  # mean of the recent successful calls
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The last background probe of a provider (SPEC §5): when (epoch s), outcome, duration."""
+
+    at: float
+    ok: bool
+    latency_ms: float
+    target: str
+    error: str | None = None  # a short reason, never a key or a header
+
+
 class PassiveHealth:
     """Sliding windows of call outcomes, keyed by target id ("provider/model")."""
 
@@ -47,12 +61,27 @@ class PassiveHealth:
         self._clock = clock
         # (when, ok, latency_ms) per target; deque(maxlen) keeps appends O(1) on the hot path
         self._windows: dict[str, deque[tuple[float, bool, float]]] = {}
+        self._probes: dict[str, ProbeResult] = {}  # by provider name
 
     def observe(self, target: str, ok: bool, latency_ms: float) -> None:
         window = self._windows.get(target)
         if window is None:
             window = self._windows[target] = deque(maxlen=self.window_size)
         window.append((self._clock(), ok, latency_ms))
+
+    def probed(self, provider: str, result: ProbeResult, *, counts: bool = True) -> None:
+        """A background probe's outcome: kept as the provider's last probe and, when it says
+        something about the target (`counts`), added to the target's window like real traffic."""
+        self._probes[provider] = result
+        if counts:
+            self.observe(result.target, result.ok, result.latency_ms)
+
+    def last_probe(self, provider: str) -> ProbeResult | None:
+        return self._probes.get(provider)
+
+    def forget_probe(self, provider: str) -> None:
+        """The provider's probe was removed by a reload: stop reporting its last result."""
+        self._probes.pop(provider, None)
 
     def target(self, target: str, circuit: str = "closed") -> TargetHealth:
         """The health of `target`, given its circuit state (`closed`, `half_open`, `open`)."""
