@@ -173,7 +173,7 @@ class AttemptRunner:
             outcome.calls += 1
             started = time.monotonic()
             try:
-                served = await self._call(
+                response, stream = await self._call(
                     provider, bridge, body, min(decision.timeout, remaining), job.stream
                 )
             except ContextLengthError as error:
@@ -209,21 +209,28 @@ class AttemptRunner:
                 breakers.release(target)
                 raise
             breakers.success(target)
-            self.runtime.observe_latency(target, (time.monotonic() - started) * 1000)
-            self.observer.called(attempt, time.monotonic() - started, None)
-            outcome.served = Served(attempt, bridge, **served)
+            seconds = time.monotonic() - started
+            self.runtime.observe_latency(target, seconds * 1000)
+            self.observer.called(attempt, seconds, None)
+            outcome.served = Served(attempt, bridge, response, stream)
             return outcome
         return outcome
 
     async def _call(
         self, provider: Provider, bridge: Bridge, body: JSON, timeout: float, stream: bool
-    ) -> dict[str, Any]:
+    ) -> tuple[UpstreamResponse | None, UpstreamStream | None]:
         request = UpstreamRequest(endpoint=bridge.upstream, body=body, timeout=timeout)
+        if getattr(provider, "bounds_timeout", False):
+            # the adapter already holds the call to `request.timeout` (and raises UpstreamTimeout):
+            # a second timer per call would only cost time (SPEC §2.5)
+            if stream:
+                return None, await provider.stream(request)
+            return await provider.send(request), None
         try:
             async with asyncio.timeout(timeout):
                 if stream:
-                    return {"stream": await provider.stream(request)}
-                return {"response": await provider.send(request)}
+                    return None, await provider.stream(request)
+                return await provider.send(request), None
         except TimeoutError:
             raise UpstreamTimeout(f"{provider.name}: no answer within {timeout:g}s") from None
 

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=True)
 class UsageRecord:
+    """One finished request. Not frozen: a frozen dataclass sets each of its fields through
+    `object.__setattr__`, a cost paid on every request; nothing changes a record once built."""
+
     request_id: str
     time: float  # epoch seconds at the start of the request
     workspace: str

@@ -26,7 +26,39 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def json_response(content: bytes, status: int, headers: Mapping[str, str]) -> Response:
-    return Response(content, status_code=status, headers=headers, media_type=JSON_TYPE)
+    return JSONAnswer(content, status, headers)
+
+
+class JSONAnswer(Response):
+    """A JSON answer whose raw header list is built in one pass: the same bytes on the wire as
+    Starlette's `Response(content, status, headers, media_type=JSON_TYPE)`, for less work on
+    every request."""
+
+    media_type = JSON_TYPE
+
+    def __init__(self, content: bytes, status: int, headers: Mapping[str, str]) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = content
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        names = {name for name, _ in raw}
+        if b"content-length" not in names and status >= 200 and status not in (204, 304):
+            raw.append((b"content-length", str(len(content)).encode()))
+        if b"content-type" not in names:
+            raw.append((b"content-type", _JSON_TYPE_RAW))
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+
+_JSON_TYPE_RAW = JSON_TYPE.encode()
 
 
 def error_response(error: GatewayError, wire: ClientWire, headers: dict[str, str]) -> Response:

@@ -106,6 +106,9 @@ class HTTPProvider:
     wire: Wire = "openai"
     native: frozenset[UpstreamEndpoint] = frozenset()
     requires_key = True
+    # `send` and `stream` hold themselves to `request.timeout` and raise UpstreamTimeout, so the
+    # attempt loop adds no timer of its own around them
+    bounds_timeout = True
 
     def __init__(self, spec: ProviderSpec) -> None:
         self.spec = spec

@@ -28,6 +28,9 @@ class KeyRing:
         self._cooldown = cooldown
         self._clock = clock
         self._until: dict[int, float] = {}
+        # The latest cooldown end of any key: past it, every key is healthy and the first key
+        # answers without a scan (the hot path, twice per request).
+        self._cooling_until = 0.0
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -41,6 +44,13 @@ class KeyRing:
 
     def first_healthy(self, exclude: Iterable[str] = ()) -> str | None:
         """The first key not cooling down and not in `exclude` (keys tried in this call)."""
+        keys = self._keys
+        if (
+            not exclude
+            and keys
+            and (not self._cooling_until or self._cooling_until <= self._clock())
+        ):
+            return keys[0]
         now = self._clock()
         excluded = set(exclude)
         for position, key in enumerate(self._keys):
@@ -57,6 +67,7 @@ class KeyRing:
         for position, candidate in enumerate(self._keys):
             if candidate == key:
                 self._until[position] = max(self._until.get(position, 0.0), until)
+        self._cooling_until = max(self._cooling_until, until)
 
     def ready_in(self) -> float:
         """Seconds until some key is usable again (0 when one is usable now)."""

@@ -20,6 +20,7 @@ from concord.providers.mock import MockProvider
 from concord.providers.openai import OpenAIProvider
 
 DEFAULT_GRACE = 60.0
+_NONE: frozenset[str] = frozenset()
 
 _ADAPTERS: dict[str, Callable[[ProviderSpec], Provider]] = {
     "openai": OpenAIProvider,
@@ -83,8 +84,12 @@ class ProviderPool:
         return dict(self._providers)
 
     def unavailable(self) -> frozenset[str]:
-        """Providers with no usable key right now (feeds `RuntimeView.unavailable_providers`)."""
-        return frozenset(name for name, p in self._providers.items() if not p.available)
+        """Providers with no usable key right now (feeds `RuntimeView.unavailable_providers`).
+
+        Asked on every request: with no key cooling down each check is one comparison
+        (`KeyRing.first_healthy`), and the usual answer, none, is a shared empty set."""
+        names = [name for name, p in self._providers.items() if not p.available]
+        return frozenset(names) if names else _NONE
 
     def sync(self, specs: Mapping[str, ProviderSpec]) -> None:
         """Match the pool to `specs`: keep unchanged adapters, build new ones, retire the rest."""
