@@ -111,6 +111,8 @@ class Observability:
             ok = result in ("ok", "success", True)
         self.metrics.reloaded(bool(ok))
         self.refresh()
+        if self._prober is not None:
+            self._prober.sync()  # probes follow the new graph at once
 
     # -- gauges --------------------------------------------------------------------------------
 
