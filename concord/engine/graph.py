@@ -126,6 +126,7 @@ class Graph:
         "server",
         "storage",
         "tests",
+        "unconditional_budgets",
         "version",
         "workspaces",
     )
@@ -142,6 +143,7 @@ class Graph:
     budgets: tuple[BudgetRule, ...]
     tests: tuple[RoutingTest, ...]
     reads_budget_used: bool  # some `when` reads budget_used: the data plane fetches spend first
+    unconditional_budgets: tuple[BudgetRule, ...]  # `budgets[]` without `when` (spend rebuilds)
 
     def __init__(
         self,
@@ -177,6 +179,7 @@ class Graph:
         init(self, "workspaces", MappingProxyType(dict(workspaces)))
         init(self, "rate_limits", MappingProxyType(dict(rate_limits)))
         init(self, "budgets", tuple(node.rule for node in budgets))
+        init(self, "unconditional_budgets", tuple(n.rule for n in budgets if n.test is None))
         init(self, "tests", tests)
         init(self, "_budget_nodes", budgets)
         init(self, "_routes", routes)

@@ -49,7 +49,6 @@ from concord.records.workspaces import Workspaces
 from concord.state import BudgetKeeper
 
 if TYPE_CHECKING:
-    from concord.engine.decision import BudgetRule
     from concord.gateway.app import GatewayState
 
 log = logging.getLogger("concord.records")
@@ -280,19 +279,10 @@ async def rebuild_budgets(
         if amount > 0:
             await keeper.seed(rule, name, amount, now=now.timestamp())
             seeded += 1
-    for rule in unconditional_budgets(graph):
+    for rule in graph.unconditional_budgets:
         for ident, amount in (await spent(rule.scope, rule.period)).items():
             ident = "*" if rule.scope == "global" else ident  # concord.state.principal.scope_id
             if ident and amount > 0:
                 await keeper.seed(rule, ident, amount, now=now.timestamp())
                 seeded += 1
     return seeded
-
-
-def unconditional_budgets(graph: Graph) -> list[BudgetRule]:
-    """`budgets[]` rules without a `when`. The graph keeps the compiled conditions private; a
-    graph that does not expose them counts as having none that are unconditional."""
-    nodes = getattr(graph, "_budget_nodes", None)
-    if nodes is None:
-        return []
-    return [node.rule for node in nodes if getattr(node, "test", None) is None]
