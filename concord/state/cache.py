@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -62,8 +63,12 @@ def cache_key(model: str, endpoint: str, body: Mapping[str, Any], scope_id: str 
         option=orjson.OPT_SORT_KEYS,
     )
     digest = hashlib.sha256(canonical).hexdigest()
-    scope = "global" if scope_id is None else "ws:" + quote(scope_id, safe="")
-    return f"{_KEY_VERSION}:{scope}:{digest}"
+    return f"{_KEY_VERSION}:{_scope(scope_id)}:{digest}"
+
+
+@lru_cache(maxsize=4096)  # the same few workspaces again and again: skip the escaping
+def _scope(scope_id: str | None) -> str:
+    return "global" if scope_id is None else "ws:" + quote(scope_id, safe="")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ atomic on the event loop, matching the one-Lua-script-per-operation guarantee of
 from __future__ import annotations
 
 import math
-import secrets
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -33,6 +33,9 @@ from concord.state.tokenbucket import refill, shortfall_wait, time_to_full
 _SWEEP_THRESHOLD = 10_000
 _DEFAULT_PERIOD_LIFETIME = 33 * 86400.0
 _NOTHING_TAKEN = RateVerdict(True)  # admitted by the rate limits without charging a bucket
+# Reservation ids need to be unique, not unguessable: no getrandom() syscall per request (random
+# reseeds itself in forked workers).
+_bits = random.getrandbits
 
 
 @dataclass(slots=True)
@@ -48,11 +51,21 @@ class _Period:
     reserved: int = 0
     leases: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (units, expiry)
     expires_at: float = math.inf
+    next_expiry: float = math.inf  # no lease expires before this: most checks scan nothing
+
+    def lease(self, rid: str, units: int, expiry: float) -> None:
+        self.leases[rid] = (units, expiry)
+        self.reserved += units
+        if expiry < self.next_expiry:
+            self.next_expiry = expiry
 
     def expire_leases(self, now: float) -> None:
         """Drop reservations whose holder never settled (it crashed or lost its connection)."""
+        if now < self.next_expiry:
+            return
         for rid in [rid for rid, (_, exp) in self.leases.items() if exp <= now]:
             self.reserved -= self.leases.pop(rid)[0]
+        self.next_expiry = min((exp for _, exp in self.leases.values()), default=math.inf)
 
 
 class MemoryState:
@@ -185,11 +198,10 @@ class MemoryState:
         amount: float,
         now: float,
     ) -> BudgetVerdict:
-        units, rid = max(usd_to_units(amount), 0), secrets.token_hex(8)
-        lease = (units, now + self.budget_lease)
+        units, rid = max(usd_to_units(amount), 0), f"{_bits(64):016x}"
+        expiry = now + self.budget_lease
         for period in periods:
-            period.leases[rid] = lease
-            period.reserved += units
+            period.lease(rid, units, expiry)
         reservation = BudgetReservation(lines, rid, units_to_usd(units))
         return BudgetVerdict(True, verdict.spent, verdict.exhausted, None, reservation)
 

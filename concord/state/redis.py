@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import secrets
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -172,6 +172,7 @@ return spent
 # Whatever Redis says (connection refused, a timeout, READONLY from a failover replica, OOM,
 # LOADING), the request must still be served (SPEC §1): all of it is "unavailable".
 _UNREACHABLE = (ReplyError, OSError)
+_bits = random.getrandbits  # reservation ids: unique, not secret (no syscall per request)
 
 
 def _ttl_arg(ttl: float | None) -> str:
@@ -262,7 +263,7 @@ class RedisState:
     async def admit(self, ticket: Ticket, now: float | None = None) -> Admitted:
         now = time.time() if now is None else now
         buckets, lines = ticket.buckets, ticket.lines
-        units, rid = max(usd_to_units(ticket.amount), 0), secrets.token_hex(8)
+        units, rid = max(usd_to_units(ticket.amount), 0), f"{_bits(64):016x}"
         read = ticket.cache_key is not None
         args: list[Any] = [repr(now), len(buckets), len(lines), units, rid]
         args += [repr(now + self.budget_lease), "1" if read else "0"]
