@@ -22,9 +22,7 @@ non-stream answer is a complete body that can be saved as is.
 from __future__ import annotations
 
 import logging
-import operator
 import time
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -145,7 +143,6 @@ class StateGuards:
         self.limiter = RateLimiter(backend)
         self.keeper = BudgetKeeper(backend)
         self.cache = ResponseCache(backend)
-        self._reads_budget: dict[str, bool] = {}  # graph version → a route reads budget_used
 
     @classmethod
     def open(cls, storage: StorageSettings) -> StateGuards:
@@ -180,12 +177,7 @@ class StateGuards:
 
     async def prepare(self, graph: Graph, ctx: RequestContext) -> RequestContext:
         """SPEC §2.4.1 `budget_used`, read from the backend only for graphs that route on it."""
-        reads = self._reads_budget.get(graph.version)
-        if reads is None:
-            if len(self._reads_budget) > 16:
-                self._reads_budget.clear()
-            reads = self._reads_budget[graph.version] = reads_budget_used(graph)
-        if not reads:
+        if not graph.reads_budget_used:
             return ctx
         rules = graph.budgets_for(ctx)
         if not rules:
@@ -390,60 +382,3 @@ def split_key_prefix(url: str, default: str = "concord:") -> tuple[str, str]:
     prefix = next((value for name, value in query if name == "key_prefix"), default)
     rest = urlencode([(name, value) for name, value in query if name != "key_prefix"])
     return urlunsplit(parts._replace(query=rest)), prefix
-
-
-# -- does a graph route on budget_used? ----------------------------------------------------------
-
-_FIELD = "budget_used"
-
-
-def reads_budget_used(graph: Graph) -> bool:
-    """True when a route (or rate-limit / cache `when`) reads `budget_used`, so `prepare` must
-    fetch spend before `decide`. Computed once per graph by walking the compiled conditions;
-    a graph whose conditions cannot be inspected is assumed to read it (correct, only slower)."""
-    routes = getattr(graph, "_routes", None)
-    default = getattr(graph, "_default_route", None)
-    if routes is None:
-        return True
-    seen: set[int] = set()
-    for node in (*routes, default):
-        if node is None:
-            continue
-        parts: list[Any] = [
-            getattr(node, "test", None),
-            getattr(node, "why_not", None),
-            getattr(node, "cache_test", None),
-            [getattr(limit, "test", None) for limit in getattr(node, "limits", ())],
-        ]
-        if _mentions(parts, seen, 0):
-            return True
-    return False
-
-
-def _mentions(obj: Any, seen: set[int], depth: int) -> bool:
-    """Whether a compiled condition (closures, generated lambdas, attrgetters) reads the field."""
-    if obj is None or depth > 64 or id(obj) in seen:
-        return False
-    seen.add(id(obj))
-    if isinstance(obj, str):
-        return obj == _FIELD
-    if isinstance(obj, operator.attrgetter):
-        return repr(obj) == f"operator.attrgetter('{_FIELD}')"
-    if isinstance(obj, types.FunctionType):
-        if _FIELD in obj.__code__.co_names:
-            return True
-        inner: list[Any] = []
-        for cell in obj.__closure__ or ():
-            try:
-                inner.append(cell.cell_contents)
-            except ValueError:  # an empty cell
-                continue
-        namespace = obj.__globals__
-        if namespace.get("__builtins__") == {}:  # a generated condition: its named constants
-            inner.extend(namespace.values())
-        return any(_mentions(item, seen, depth + 1) for item in inner)
-    if isinstance(obj, list | tuple | set | frozenset):
-        return any(_mentions(item, seen, depth + 1) for item in obj)
-    if isinstance(obj, dict):
-        return any(_mentions(item, seen, depth + 1) for item in obj.values())
-    return False
