@@ -9,9 +9,11 @@ headers (SPEC §3), and every request ends in exactly one usage record.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -199,7 +201,7 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
             deadline=call.started + graph.server.request_timeout,
             stream=ctx.stream and endpoint != "embeddings",
         )
-        served = call.served = await state.attempts.run(job)
+        served = call.served = await _unless_client_leaves(request, state.attempts.run(job))
         call.calls = served.calls
         if served.stream is not None:
             response = _stream(state, call, served, body, limiter)
@@ -219,6 +221,40 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
     finally:
         if holding:
             limiter.release()
+
+
+class ClientGone(GatewayError):
+    """The client hung up before the answer (nginx's 499); nobody reads this error."""
+
+    status = 499
+    code = "client_disconnected"
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[Served]) -> Served:
+    """Await the attempts, cancelling them (and the upstream call) if the client disconnects.
+
+    The body has been read, so the next ASGI message can only be `http.disconnect`: one listener
+    task waits for it and cancels this task while the attempts are still running.
+    """
+    here = asyncio.current_task()
+    waiting = True
+
+    def hang_up(listener: asyncio.Future[object]) -> None:
+        if waiting and here is not None and not listener.cancelled():
+            here.cancel()
+
+    listener = asyncio.ensure_future(request.receive())
+    listener.add_done_callback(hang_up)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if here is not None and listener.done() and not listener.cancelled():
+            here.uncancel()
+            raise ClientGone("The client closed the connection.") from None
+        raise
+    finally:
+        waiting = False
+        listener.cancel()
 
 
 def _check(decision: Decision, ctx: RequestContext) -> None:

@@ -164,3 +164,68 @@ def test_concord_serve_rejects_an_invalid_config(tmp_path: Path):
     )
     assert result.returncode == 1
     assert "bad.yaml" in result.stderr
+
+
+class SlowAnswerUpstream:
+    """An OpenAI-style upstream that takes 10 s to answer a chat request and notices when the
+    gateway gives up on it."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.abandoned = asyncio.Event()
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> SlowAnswerUpstream:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        self.runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, handler_cancellation=True
+        )
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    async def chat(self, request: web.Request) -> web.Response:
+        self.started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:  # aiohttp cancels the handler when the peer hangs up
+            self.abandoned.set()
+            raise
+        return web.json_response({})
+
+
+async def test_client_disconnect_cancels_a_non_streamed_upstream_call(
+    make_gateway: MakeGateway, live
+):
+    async with SlowAnswerUpstream() as up:
+        gw = make_gateway(
+            f"""
+            providers:
+              slow: {{type: openai, base_url: "http://127.0.0.1:{up.port}/v1", api_keys: [k]}}
+            models:
+              thinker: {{targets: [slow/m]}}
+            """
+        )
+        server = live(gw.app)
+        client = openai.AsyncOpenAI(api_key=CLIENT_KEY, base_url=server.url + "/v1", max_retries=0)
+        call = asyncio.ensure_future(
+            client.chat.completions.create(
+                model="thinker", messages=[{"role": "user", "content": "x"}]
+            )
+        )
+        await asyncio.wait_for(up.started.wait(), 5)
+        call.cancel()  # the client gives up and closes its connection
+        await client.close()
+        await asyncio.wait_for(up.abandoned.wait(), 5)
+        for _ in range(100):
+            if gw.recorder.records:
+                break
+            await asyncio.sleep(0.02)
+        record = gw.recorder.records[-1]
+        assert (record.status, record.error_type) == (499, "client_disconnected")
