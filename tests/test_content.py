@@ -210,7 +210,7 @@ def _manifest(name: str) -> dict[str, Any]:
 
 
 def _container() -> dict[str, Any]:
-    deployment = _manifest("deployment.yaml")
+    deployment = _manifest("deployment.yml")
     assert deployment["kind"] == "Deployment"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return container
@@ -229,7 +229,7 @@ def test_deployment_probes_readyz_and_healthz() -> None:
 
 
 def test_deployment_runs_as_non_root() -> None:
-    pod = _manifest("deployment.yaml")["spec"]["template"]["spec"]
+    pod = _manifest("deployment.yml")["spec"]["template"]["spec"]
     container = _container()
     non_root = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
     assert non_root.get("runAsNonRoot") is True
@@ -239,8 +239,8 @@ def test_deployment_runs_as_non_root() -> None:
 
 def test_deployment_mounts_the_configmap_for_hot_reload() -> None:
     """SPEC §4: a ConfigMap update swaps the `..data` symlink, which a subPath mount never sees."""
-    pod = _manifest("deployment.yaml")["spec"]["template"]["spec"]
-    configmap = _manifest("configmap.yaml")
+    pod = _manifest("deployment.yml")["spec"]["template"]["spec"]
+    configmap = _manifest("configmap.yml")
     volumes = {v["name"]: v for v in pod["volumes"]}
     (mount,) = [
         m
@@ -255,7 +255,7 @@ def test_deployment_mounts_the_configmap_for_hot_reload() -> None:
 
 
 def test_deployment_reads_keys_from_the_secret() -> None:
-    secret = _manifest("secret.example.yaml")
+    secret = _manifest("secret.example.yml")
     assert secret["kind"] == "Secret"
     refs = [src["secretRef"]["name"] for src in _container()["envFrom"] if "secretRef" in src]
     assert refs == [secret["metadata"]["name"]]
@@ -265,25 +265,25 @@ def test_deployment_reads_keys_from_the_secret() -> None:
 
 
 def test_service_selects_the_deployment_pods() -> None:
-    service = _manifest("service.yaml")
-    labels = _manifest("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
+    service = _manifest("service.yml")
+    labels = _manifest("deployment.yml")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     port_names = {port["name"] for port in _container()["ports"]}
     assert {port["targetPort"] for port in service["spec"]["ports"]} <= port_names
 
 
 def test_kustomization_lists_existing_manifests_but_not_the_secret_template() -> None:
-    resources = _manifest("kustomization.yaml")["resources"]
+    resources = _manifest("kustomization.yml")["resources"]
     assert all((K8S / name).is_file() for name in resources)
-    assert {"deployment.yaml", "service.yaml", "configmap.yaml"} <= set(resources)
-    assert "secret.example.yaml" not in resources
+    assert {"deployment.yml", "service.yml", "configmap.yml"} <= set(resources)
+    assert "secret.example.yml" not in resources
 
 
 def test_configmap_embeds_the_kubernetes_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    embedded = _manifest("configmap.yaml")["data"]["concord.yaml"]
-    assert embedded == (K8S / "concord.yaml").read_text(), "configmap.yaml is out of date"
+    embedded = _manifest("configmap.yml")["data"]["concord.yaml"]
+    assert embedded == (K8S / "concord.yaml").read_text(), "configmap.yml is out of date"
     path = tmp_path / "concord.yaml"
     path.write_text(embedded)
     code = main(["validate", str(path)])

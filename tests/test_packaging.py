@@ -69,7 +69,7 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
 
 
 def test_compose_runs_concord_with_redis_and_postgres() -> None:
-    compose = load_yaml(COMPOSE_DIR / "docker-compose.yaml")
+    compose = load_yaml(COMPOSE_DIR / "docker-compose.yml")
     services = compose["services"]
     assert {"concord", "redis", "postgres"} <= set(services)
     for name, service in services.items():
