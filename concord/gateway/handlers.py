@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import orjson
@@ -338,17 +339,47 @@ async def _finish(state: GatewayState, call: Call, record: UsageRecord) -> None:
 
 
 async def list_models(state: GatewayState, request: Request) -> Response:
-    """GET /v1/models: the catalog models the caller's workspace may see (SPEC §3)."""
+    """GET /v1/models: the catalog models the caller's workspace may see (SPEC §3), as an
+    OpenAI list, or as Anthropic's model page for Anthropic clients (`anthropic-version`)."""
     graph = state.graph
     call = Call(graph, "chat", request.headers.get("x-request-id") or new_request_id())
+    if "anthropic-version" in request.headers:
+        call.wire = "anthropic"
     try:
         principal = await state.authenticate(graph, request.headers)
     except GatewayError as error:
         return error_response(error, call.wire, call.headers())
-    created = int(state.started_at)
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": "concord"}
-        for name in graph.visible_models(principal.workspace)
-    ]
+    names = graph.visible_models(principal.workspace)
+    if call.wire == "anthropic":
+        body = _anthropic_models(graph, names, state.started_at)
+    else:
+        created = int(state.started_at)
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "concord"}
+            for name in names
+        ]
+        body = {"object": "list", "data": data}
     headers = {"x-request-id": call.request_id, "x-concord-config": graph.version}
-    return json_response(orjson.dumps({"object": "list", "data": data}), 200, headers)
+    return json_response(orjson.dumps(body), 200, headers)
+
+
+def _anthropic_models(graph: Graph, names: list[str], started_at: float) -> dict[str, object]:
+    """Anthropic's `GET /v1/models` page: every visible model on one page."""
+    created = datetime.fromtimestamp(started_at, UTC).isoformat().replace("+00:00", "Z")
+    data = [
+        {
+            "type": "model",
+            "id": name,
+            "display_name": name,
+            "created_at": created,
+            "lifecycle": "active",
+            "max_input_tokens": graph.models[name].context_window,
+        }
+        for name in names
+    ]
+    return {
+        "data": data,
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
+    }

@@ -105,13 +105,13 @@ async def test_messages_completions_embeddings_and_models(make_gateway: MakeGate
     embedding = await gw.openai().embeddings.create(model="text-embedding-3-small", input="hi")
     assert len(embedding.data[0].embedding) == 1536
 
+    catalog = ["gpt-4o", "slow-model", "text-embedding-3-small", "claude-sonnet"]
     models = await gw.openai().models.list()
-    assert [m.id for m in models.data] == [
-        "gpt-4o",
-        "slow-model",
-        "text-embedding-3-small",
-        "claude-sonnet",
-    ]
+    assert [m.id for m in models.data] == catalog
+    # the Anthropic SDK gets Anthropic's model page, and pages through it to the end
+    listed = [m async for m in gw.anthropic().models.list()]
+    assert [m.id for m in listed] == catalog
+    assert all(m.type == "model" and m.display_name == m.id for m in listed)
 
 
 async def test_unknown_key_is_401_in_both_wire_formats(make_gateway: MakeGateway):
@@ -129,6 +129,9 @@ async def test_unknown_key_is_401_in_both_wire_formats(make_gateway: MakeGateway
     assert ant.value.body["error"]["type"] == "authentication_error"
     response = await gw.http.get("/v1/models")
     assert response.status_code == 401
+    with pytest.raises(anthropic.AuthenticationError) as listing:
+        await gw.anthropic(key="ck-wrong").models.list()
+    assert listing.value.body["error"]["type"] == "authentication_error"
 
 
 async def test_expired_key_is_refused(make_gateway: MakeGateway):
