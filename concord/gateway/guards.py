@@ -23,14 +23,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from starlette.routing import BaseRoute
 
-from concord.engine.graph import Decision, Graph, RequestContext, RuntimeView, StorageSettings
+from concord.engine.graph import (
+    BudgetRule,
+    Decision,
+    Graph,
+    RateLimitRule,
+    RequestContext,
+    RuntimeView,
+    StorageSettings,
+)
 from concord.gateway.errors import BudgetExceeded, Overloaded, RateLimited
 from concord.gateway.record import UsageRecord
 from concord.state import (
@@ -51,8 +59,9 @@ from concord.state import (
 )
 from concord.state import RateLimited as LimitHit
 from concord.state.budgets import OK as NO_BUDGET
-from concord.state.budgets import budget_lines, grant_for
-from concord.state.ratelimit import NO_GRANT, buckets_for
+from concord.state.budgets import BudgetPlan, budget_plan, grant_for
+from concord.state.cache import encode_entry
+from concord.state.ratelimit import NO_GRANT, RatePlan, rate_plan
 from concord.translate.usage import Usage
 
 if TYPE_CHECKING:
@@ -67,6 +76,13 @@ JSON = dict[str, Any]
 # flight, each answer read late) is not mistaken for an outage; a refused connection still fails
 # at once, and ResilientState probes a dead server only once per second.
 STATE_TIMEOUT = 1.0
+
+# Rate and budget plans are memoised per (rule tuple, principal); past this many entries the memo
+# starts over, so a flood of distinct keys or users cannot grow it without bound.
+PLAN_MEMO_MAX = 4096
+
+# (id of the decision's rule tuple, key, workspace, user)
+_PlanKey = tuple[int, str | None, str | None, str | None]
 
 
 class StateUnreachable(Overloaded):
@@ -143,6 +159,9 @@ class StateGuards:
         self.limiter = RateLimiter(backend)
         self.keeper = BudgetKeeper(backend)
         self.cache = ResponseCache(backend)
+        # Each entry keeps its rule tuple alive, so the tuple's id cannot be reused meanwhile.
+        self._rate_plans: dict[_PlanKey, tuple[Sequence[RateLimitRule], RatePlan]] = {}
+        self._budget_plans: dict[_PlanKey, tuple[Sequence[BudgetRule], BudgetPlan]] = {}
 
     @classmethod
     def open(cls, storage: StorageSettings) -> StateGuards:
@@ -203,22 +222,24 @@ class StateGuards:
         if not rules and not budgets and decision.cache is None:
             return admission  # SPEC §1: nothing to guard, no state to touch
         now = time.time()
-        ids = principal_ids(ctx)
         max_tokens = _max_tokens(body, ctx)
         estimate = ctx.input_tokens + (max_tokens or 0)  # SPEC §2.7: tokens reserve the estimate
-        buckets, origins = buckets_for(rules, ids, estimate) if rules else ((), ())
-        lines, applied = budget_lines(budgets, ids, now) if budgets else ((), ())
+        rates = self._rate_plan(rules, ctx) if rules else None
+        buckets = rates.buckets_at(estimate) if rates is not None else ()
+        spend = self._budget_plan(budgets, ctx) if budgets else None
+        lines = spend.lines_at(now) if spend is not None and spend.entries else ()
         amount = self._worst_case(graph, ctx, decision, max_tokens) if lines else 0.0
         read = self._plan_cache(ctx, admission, body)
         if not buckets and not lines and read is None:
             return admission
-        ticket = Ticket(tuple(buckets), lines, amount, read)
+        ticket = Ticket(buckets, lines, amount, read)
         try:
             admitted = await self.backend.admit(ticket, now)
         except StateUnavailable:
             raise _unreachable() from None
         if not admitted.rate.allowed:
-            rule, kind = origins[admitted.rate.denied or 0]
+            assert rates is not None  # only a bucket refuses
+            rule, kind = rates.origins[admitted.rate.denied or 0]
             hit = LimitHit(rule.name, kind, admitted.rate.retry_after)
             raise RateLimited(
                 f"Rate limit '{hit.rule}' exceeded ({hit.kind} per minute). "
@@ -229,7 +250,8 @@ class StateGuards:
             admission.rate = RateGrant(admitted.rate.reservation, estimate)
         try:
             if admitted.budget is not None:
-                admission.budget = grant_for(admitted.budget, applied)
+                assert spend is not None  # a verdict answers lines
+                admission.budget = grant_for(admitted.budget, spend.applied)
                 await self._apply_budget(graph, ctx, admission, body, runtime)
             if read is not None and admission.decision is decision:
                 self._found(admission, admitted.cached)
@@ -237,6 +259,27 @@ class StateGuards:
             self._release(admission)  # refused or cancelled: no tokens used, nothing spent
             raise
         return admission
+
+    def _rate_plan(self, rules: Sequence[RateLimitRule], ctx: RequestContext) -> RatePlan:
+        """The decision's buckets for this principal, built once (the rule tuples come from the
+        compiled graph, so the same few recur)."""
+        key = (id(rules), ctx.key, ctx.workspace, ctx.user)
+        found = self._rate_plans.get(key)
+        if found is not None and found[0] is rules:
+            return found[1]
+        plan = rate_plan(rules, principal_ids(ctx))
+        _remember(self._rate_plans, key, (rules, plan))
+        return plan
+
+    def _budget_plan(self, budgets: Sequence[BudgetRule], ctx: RequestContext) -> BudgetPlan:
+        """The decision's budget lines for this principal, less the period (see `_rate_plan`)."""
+        key = (id(budgets), ctx.key, ctx.workspace, ctx.user)
+        found = self._budget_plans.get(key)
+        if found is not None and found[0] is budgets:
+            return found[1]
+        plan = budget_plan(budgets, principal_ids(ctx))
+        _remember(self._budget_plans, key, (budgets, plan))
+        return plan
 
     @staticmethod
     def _worst_case(
@@ -329,9 +372,8 @@ class StateGuards:
             "output_tokens": usage.output_tokens,
             "cached_tokens": usage.cached_tokens,
         }
-        entry = CachedResponse(body, usage_map, model, provider, time.time())
-        key = self.cache.namespace + admission.cache_key
-        admission.store = (key, entry.to_bytes(), admission.cache_ttl)
+        entry = encode_entry(body, usage_map, model, provider, time.time())
+        admission.store = (self.cache.namespace + admission.cache_key, entry, admission.cache_ttl)
 
     async def settle(self, admission: Admission, record: UsageRecord) -> None:
         """Tokens to what the upstream used (none for a hit or a failure); budgets to the
@@ -339,21 +381,23 @@ class StateGuards:
         Handed to the backend without waiting: off the response path, yet applied before any
         later call of this process (so the next request sees it)."""
         tokens = 0 if record.cache_hit else max(record.input_tokens + record.output_tokens, 0)
-        rate = admission.rate
-        settlement = Settlement(
-            rate.reservation if tokens != rate.tokens_estimate else None,
-            tokens,
-            admission.budget.reservation,
-            0.0 if record.cache_hit else record.cost_usd,
-            admission.store,
-        )
+        rate, budget, store = admission.rate, admission.budget.reservation, admission.store
+        reservation = rate.reservation if tokens != rate.tokens_estimate else None
         admission.rate, admission.budget, admission.store = NO_GRANT, NO_BUDGET, None
-        if not settlement.empty:
-            self.backend.settle(settlement)
+        if reservation is None and budget is None and store is None:
+            return  # nothing held, nothing to write: no settlement to build
+        cost = 0.0 if record.cache_hit else record.cost_usd
+        self.backend.settle(Settlement(reservation, tokens, budget, cost, store))
 
 
 def principal_ids(ctx: RequestContext) -> Mapping[str, str | None]:
     return {"key": ctx.key, "workspace": ctx.workspace, "user": ctx.user}
+
+
+def _remember(memo: dict[_PlanKey, Any], key: _PlanKey, value: Any) -> None:
+    if len(memo) >= PLAN_MEMO_MAX:
+        memo.clear()
+    memo[key] = value
 
 
 def _max_tokens(body: JSON, ctx: RequestContext) -> int | None:

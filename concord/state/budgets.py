@@ -149,12 +149,46 @@ def budget_lines(
     return tuple(lines), tuple(applied)
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetPlan:
+    """A decision's budget lines for one principal, minus the period (which moves with the
+    clock): built once per principal, turned into lines per request by `lines_at`."""
+
+    entries: tuple[tuple[BudgetRule, str, bool], ...]  # rule, backend key, hard
+    applied: tuple[BudgetRule, ...]
+
+    def lines_at(self, now: float) -> tuple[BudgetLine, ...]:
+        """Exactly the lines `budget_lines` builds at `now`."""
+        lines = []
+        for rule, key, hard in self.entries:
+            pid, end = period_bounds(rule.period, now)
+            lines.append(BudgetLine(key, pid, rule.limit_usd, hard, end - now + _GRACE))
+        return tuple(lines)
+
+
+def budget_plan(rules: Sequence[BudgetRule], principal_ids: PrincipalIds) -> BudgetPlan:
+    """The time-independent part of `budget_lines` (pure)."""
+    entries = []
+    for rule in rules:
+        ident = scope_id(rule.scope, principal_ids)
+        if ident:
+            entries.append((rule, budget_key(rule, ident), not _soft(rule)))
+    return BudgetPlan(tuple(entries), tuple(rule for rule, _, _ in entries))
+
+
+def _soft(rule: BudgetRule) -> bool:
+    """SPEC §2.6: a `downgrade` budget with a target only reports exhaustion; others block."""
+    return rule.on_exceed == "downgrade" and rule.downgrade_to is not None
+
+
 def grant_for(verdict: BudgetVerdict, applied: Sequence[BudgetRule]) -> BudgetGrant:
     """The outcome of a reservation: a `block` budget wins over a `downgrade` one."""
     if verdict.blocked_by is not None:
         return BudgetGrant("blocked", applied[verdict.blocked_by])
     if verdict.exhausted:  # only soft lines: the request goes on with the cheaper model
         return BudgetGrant("downgrade", applied[verdict.exhausted[0]], verdict.reservation)
+    if verdict.reservation is None:
+        return OK  # shared: nothing reserved, nothing to settle
     return BudgetGrant("ok", None, verdict.reservation)
 
 
@@ -232,8 +266,7 @@ class BudgetKeeper:
 
     @staticmethod
     def _line(rule: BudgetRule, ident: str, now: float) -> BudgetLine:
-        soft = rule.on_exceed == "downgrade" and rule.downgrade_to is not None
         pid, end = period_bounds(rule.period, now)
         return BudgetLine(
-            budget_key(rule, ident), pid, rule.limit_usd, not soft, end - now + _GRACE
+            budget_key(rule, ident), pid, rule.limit_usd, not _soft(rule), end - now + _GRACE
         )

@@ -114,9 +114,7 @@ class CachedResponse:
     stored_at: float = 0.0
 
     def to_bytes(self) -> bytes:
-        # One compact JSON header line, then the body untouched: no re-encoding of large bodies.
-        meta = {"u": dict(self.usage), "m": self.model, "p": self.provider, "t": self.stored_at}
-        return orjson.dumps(meta) + b"\n" + self.body
+        return encode_entry(self.body, self.usage, self.model, self.provider, self.stored_at)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CachedResponse | None:
@@ -129,6 +127,19 @@ class CachedResponse:
             return cls(body, meta["u"], meta["m"], meta["p"], meta["t"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return None
+
+
+def encode_entry(
+    body: bytes,
+    usage: Mapping[str, int],
+    model: str | None,
+    provider: str | None,
+    stored_at: float,
+) -> bytes:
+    """`CachedResponse(...).to_bytes()` without building the response first (the store path).
+    One compact JSON header line, then the body untouched: no re-encoding of large bodies."""
+    meta = {"u": dict(usage), "m": model, "p": provider, "t": stored_at}
+    return orjson.dumps(meta) + b"\n" + body
 
 
 class ResponseCache:

@@ -165,18 +165,20 @@ class MemoryState:
         self, lines: Sequence[BudgetLine], amount: float, now: float | None = None
     ) -> BudgetVerdict:
         now = time.time() if now is None else now
-        periods, verdict = self._budget_check(lines, now)
-        if verdict.blocked_by is not None:
-            return verdict
-        return self._budget_take(tuple(lines), periods, verdict, amount, now)
+        periods, exhausted, refusal = self._budget_check(lines, now)
+        if refusal is not None:
+            return refusal
+        return self._budget_take(tuple(lines), periods, exhausted, amount, now)
 
     def _budget_check(
         self, lines: Sequence[BudgetLine], now: float
-    ) -> tuple[list[_Period], BudgetVerdict]:
-        """Each line's period and the verdict before reserving (nothing reserved yet)."""
+    ) -> tuple[list[_Period], tuple[int, ...], BudgetVerdict | None]:
+        """Each line's period, the exhausted lines, and the refusal if a hard one is among them
+        (nothing reserved). An admissible request gets its only verdict from `_budget_take`."""
         self._maybe_sweep(now)
         periods = [self._period(line.key, line.period_id, line.ttl, now) for line in lines]
-        exhausted, blocked_by = [], None
+        exhausted: list[int] = []
+        blocked_by = None
         for i, (line, period) in enumerate(zip(lines, periods, strict=True)):
             period.expire_leases(now)
             limit = math.inf if math.isinf(line.limit_usd) else usd_to_units(line.limit_usd)
@@ -185,25 +187,27 @@ class MemoryState:
                 exhausted.append(i)
                 if line.hard and blocked_by is None:
                     blocked_by = i
+        found = tuple(exhausted) if exhausted else ()
+        if blocked_by is None:
+            return periods, found, None
         spent = tuple(units_to_usd(p.spent) for p in periods)
-        if blocked_by is not None:
-            return periods, BudgetVerdict(False, spent, tuple(exhausted), blocked_by)
-        return periods, BudgetVerdict(True, spent, tuple(exhausted))
+        return periods, found, BudgetVerdict(False, spent, found, blocked_by)
 
     def _budget_take(
         self,
         lines: tuple[BudgetLine, ...],
         periods: list[_Period],
-        verdict: BudgetVerdict,
+        exhausted: tuple[int, ...],
         amount: float,
         now: float,
     ) -> BudgetVerdict:
+        spent = tuple(units_to_usd(p.spent) for p in periods)  # settled spend: leases add none
         units, rid = max(usd_to_units(amount), 0), f"{_bits(64):016x}"
         expiry = now + self.budget_lease
         for period in periods:
             period.lease(rid, units, expiry)
         reservation = BudgetReservation(lines, rid, units_to_usd(units))
-        return BudgetVerdict(True, verdict.spent, verdict.exhausted, None, reservation)
+        return BudgetVerdict(True, spent, exhausted, None, reservation)
 
     async def budget_settle(
         self, reservation: BudgetReservation, actual: float
@@ -292,10 +296,10 @@ class MemoryState:
                 return Admitted(refusal)
         budget = None
         if lines:
-            periods, budget = self._budget_check(lines, now)
-            if budget.blocked_by is not None:
-                return Admitted(_NOTHING_TAKEN, budget)  # no bucket charged either
-            budget = self._budget_take(lines, periods, budget, ticket.amount, now)
+            periods, exhausted, refusal = self._budget_check(lines, now)
+            if refusal is not None:
+                return Admitted(_NOTHING_TAKEN, refusal)  # no bucket charged either
+            budget = self._budget_take(lines, periods, exhausted, ticket.amount, now)
         rate = self._rate_take(buckets, levels, now) if buckets else _NOTHING_TAKEN
         cached = self._cache_get(ticket.cache_key) if ticket.cache_key is not None else None
         return Admitted(rate, budget, cached)

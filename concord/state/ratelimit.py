@@ -53,6 +53,34 @@ class RateGrant:
 NO_GRANT = RateGrant(None, 0)
 
 
+RateOrigin = tuple[RateLimitRule, Literal["requests", "tokens"]]
+
+
+@dataclass(frozen=True, slots=True)
+class RatePlan:
+    """A decision's buckets for one principal, built once and reused by every request of that
+    principal: only a token bucket's cost (the request's estimate) differs between requests."""
+
+    buckets: tuple[Bucket, ...]  # token buckets hold cost 0 here
+    origins: tuple[RateOrigin, ...]
+    by_estimate: bool  # some bucket's cost is the token estimate
+
+    def buckets_at(self, tokens_estimate: int) -> tuple[Bucket, ...]:
+        """The buckets one request touches; shared as is when no cost depends on its tokens."""
+        if not self.by_estimate:
+            return self.buckets
+        cost = max(tokens_estimate, 0)
+        return tuple(
+            Bucket(b.key, b.limit, cost, b.window, True) if b.settles else b for b in self.buckets
+        )
+
+
+def rate_plan(rules: Sequence[RateLimitRule], ids: PrincipalIds) -> RatePlan:
+    """The estimate-independent part of `buckets_for` (pure)."""
+    buckets, origins = buckets_for(rules, ids, 0)
+    return RatePlan(tuple(buckets), tuple(origins), any(b.settles for b in buckets))
+
+
 def buckets_for(
     rules: Sequence[RateLimitRule], ids: PrincipalIds, tokens_estimate: int
 ) -> tuple[list[Bucket], list[tuple[RateLimitRule, Literal["requests", "tokens"]]]]:

@@ -284,7 +284,10 @@ class ResilientState:
             replay = replace(budget, id="replay-" + secrets.token_hex(8), local=False)
             self._pending.append((replay, settlement.cost))
             budget = None
-        remote = replace(settlement, rate=rate, budget=budget)
+        if rate is settlement.rate and budget is settlement.budget:
+            remote = settlement  # the usual case: nothing was local, no copy to build
+        else:
+            remote = replace(settlement, rate=rate, budget=budget)
         if remote.empty:
             if done is not None:
                 done(())
