@@ -101,6 +101,21 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
+def wait_readyz(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until `url`'s /readyz answers 200, or the process exits (RuntimeError)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: concord serve exited")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
+
+
 def pinned(core: int, argv: list[str]) -> list[str]:
     return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
 

@@ -36,7 +36,7 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import UPSTREAM, free_port, pinned, wrk
+from bench_gateway import UPSTREAM, free_port, pinned, wait_readyz, wrk
 
 PYTHON = sys.executable
 KEY = "ck-" + "b" * 40
@@ -103,20 +103,6 @@ def serve(path: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(pinned(0, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: concord serve exited")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready")
-
-
 def body(prompt: str) -> str:
     return (
         '{"model":"gpt-4o","temperature":0,"max_tokens":16,'
@@ -146,7 +132,7 @@ def run(work: Path, name: str, text: str, duration: int, latency: bool) -> dict[
     url = f"http://127.0.0.1:{port}"
     script = work / "unique.lua"
     try:
-        wait_ready(url, proc)
+        wait_readyz(url, proc)
         wrk(url, 64, 1, script)  # warm up
         result = wrk(url, 64, duration, script)
         if latency:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from bench_gateway import UPSTREAM, free_port, pinned, wrk  # type: ignore[import-not-found]
+from bench_gateway import UPSTREAM, free_port, pinned, wait_readyz, wrk  # type: ignore[import-not-found]
 
 PYTHON = sys.executable
 HERE = Path(__file__).resolve().parent
@@ -73,20 +73,6 @@ def config_yaml(up_url: str, database: str) -> str:
     )
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: gateway exited")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready")
-
-
 async def usage_count(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
@@ -102,7 +88,7 @@ def run_gateway(work: Path, config: Path, recording: bool, duration: int) -> dic
     log = (work / f"gateway-{'on' if recording else 'off'}.log").open("wb")
     proc = subprocess.Popen(pinned(0, argv), stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_ready(url, proc)
+        wait_readyz(url, proc)
         admin = {"authorization": f"Bearer {ADMIN_KEY}"}
         issued = httpx.post(
             url + "/_admin/keys", headers=admin, json={"workspace": "bench", "name": "wrk"}

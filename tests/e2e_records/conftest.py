@@ -24,14 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from concord.records.db import open_database
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway.conftest import free_port
-from tests.records.conftest import ADMIN_URL, reset_postgres, run_sync, unavailable, with_database
+from tests.records.conftest import (
+    fresh_postgres_database,
+    reset_postgres,
+    run_sync,
+    unavailable,
+)
 
 CONCORD = str(Path(sys.executable).with_name("concord"))
 ADMIN_KEY = "adm-" + "e" * 40
@@ -55,26 +59,11 @@ def cost(price: dict[str, float], input_tokens: int, output_tokens: int, cached:
 # -- databases -----------------------------------------------------------------------------------
 
 
-async def _admin_sql(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_URL, timeout=3)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def postgres_module_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test module, dropped afterwards."""
-    name = f"concord_e2e_{secrets.token_hex(4)}"
-    try:
-        run_sync(_admin_sql(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        unavailable(f"PostgreSQL unreachable at {ADMIN_URL}: {type(exc).__name__}: {exc}")
-    try:
-        yield with_database(ADMIN_URL, name)
-    finally:
-        run_sync(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_postgres_database("concord_e2e") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,6 +9,7 @@ reason, unless CONCORD_TEST_REQUIRE_SERVICES=1, in which case they fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import threading
@@ -65,10 +66,11 @@ def with_database(url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
-    name = f"concord_test_{secrets.token_hex(4)}"
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (its URL), dropped on exit; skips (or fails, with
+    CONCORD_TEST_REQUIRE_SERVICES=1) when the server is unreachable."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     try:
         run_sync(_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -77,6 +79,13 @@ def postgres_url() -> Iterator[str]:
         yield with_database(ADMIN_URL, name)
     finally:
         run_sync(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    with fresh_postgres_database("concord_test") as url:
+        yield url
 
 
 async def reset_postgres(url: str) -> None:
