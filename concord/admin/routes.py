@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +50,7 @@ class AdminContext:
     workspaces: Workspaces
     usage: UsageQueries
     writer: UsageWriter | None = None  # flushed before reports so they include recent requests
+    models: Callable[[], Collection[str]] | None = None  # the serving catalog (`downgrade_to`)
 
 
 def admin_routes(ctx: AdminContext) -> list[Route]:
@@ -103,7 +104,10 @@ class _AdminAPI:
         body = await _json_object(request)
         budget = _budget_from_body(body)
         tags = _string_list(body.get("tags"), "tags")
-        record = await self.ctx.workspaces.create(_string(body, "name"), budget, tags)
+        models = self.ctx.models() if self.ctx.models is not None else None
+        record = await self.ctx.workspaces.create(
+            _string(body, "name"), budget, tags, models=models
+        )
         # `id` keeps V0 scripts working: they pass it to POST /_admin/keys/{id}.
         return JSONResponse({"id": record.name, **record.to_json()}, status_code=201)
 

@@ -49,7 +49,7 @@ async def _create(args: argparse.Namespace) -> int:
     elif args.downgrade_to or args.on_exceed != "block" or args.period != "month":
         raise CommandError("--period, --on-exceed and --downgrade-to need --budget")
     async with open_records(args) as records:
-        record = await records.workspaces.create(args.name, budget, args.tag)
+        record = await records.workspaces.create(args.name, budget, args.tag, models=records.models)
     if args.json:
         print_json(record.to_json())
     else:

@@ -27,6 +27,7 @@ def assemble(graph: Graph, config_path: str, env: Mapping[str, str] | None) -> d
     # observability's fan-out wraps it; stopped after the reloader, flushing every record
     records = Records(graph, config_path, keeper=guards.keeper)
     components.append(records)
+    guards.workspace_budget = records.directory.budget  # SPEC §2.6: API-created workspaces too
     reloader = Reloader(config_path, env)  # SPEC §4: watcher + SIGHUP; GET/POST /_admin/config
     reloader.add_listener(records.reloaded)  # SPEC §2.6: re-sync declared workspaces
     components += [reloader, ConfigAdmin(reloader)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -71,23 +71,34 @@ class RecordLookup(Protocol):
     async def lookup(self, sha256: str) -> Any | None: ...
 
 
+class WorkspaceTags(Protocol):
+    """What key lookups need of the database workspaces (`gateway.workspace_directory`)."""
+
+    def knows(self, name: str) -> bool: ...
+
+    async def learn(self, name: str) -> None: ...
+
+    def tags(self, name: str) -> frozenset[str]: ...
+
+
 class DatabaseKeys:
     """The records layer's keys behind the gateway's `KeyStore` protocol.
 
     Each principal gets its workspace's tags joined to the key's (SPEC §2.4.1 `tags`) and keeps
-    its `key_id` for the usage log. While `available()` is false (the database was not reachable
-    since start-up) a lookup raises `KeysUnavailable` instead of guessing; a database error on a
-    cache miss does the same.
+    its `key_id` for the usage log. A key of a workspace the directory has not seen yet makes it
+    read that workspace first, so its budget applies from the key's first request. While
+    `available()` is false (the database was not reachable since start-up) a lookup raises
+    `KeysUnavailable` instead of guessing; a database error on a cache miss does the same.
     """
 
     def __init__(
         self,
         store: RecordLookup,
-        workspace_tags: Callable[[str], Iterable[str]],
+        workspaces: WorkspaceTags,
         available: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
-        self._workspace_tags = workspace_tags
+        self._workspaces = workspaces
         self._available = available
         # sha256 → (records principal, workspace tags, gateway principal): converted once
         self._converted: dict[str, tuple[Any, frozenset[str], Principal]] = {}
@@ -102,7 +113,13 @@ class DatabaseKeys:
         if found is None:
             self._converted.pop(sha256, None)
             return None
-        workspace_tags = frozenset(self._workspace_tags(found.workspace))
+        workspaces = self._workspaces
+        if not workspaces.knows(found.workspace):
+            try:
+                await workspaces.learn(found.workspace)
+            except Exception:
+                raise _keys_unavailable() from None
+        workspace_tags = workspaces.tags(found.workspace)
         cached = self._converted.get(sha256)
         if cached is not None and cached[0] is found and cached[1] == workspace_tags:
             return cached[2]

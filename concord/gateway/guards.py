@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -80,6 +80,8 @@ STATE_TIMEOUT = 1.0
 # Rate and budget plans are memoised per (rule tuple, principal); past this many entries the memo
 # starts over, so a flood of distinct keys or users cannot grow it without bound.
 PLAN_MEMO_MAX = 4096
+
+_Rules = tuple[BudgetRule, ...]
 
 # (id of the decision's rule tuple, key, workspace, user)
 _PlanKey = tuple[int, str | None, str | None, str | None]
@@ -162,6 +164,10 @@ class StateGuards:
         # Each entry keeps its rule tuple alive, so the tuple's id cannot be reused meanwhile.
         self._rate_plans: dict[_PlanKey, tuple[Sequence[RateLimitRule], RatePlan]] = {}
         self._budget_plans: dict[_PlanKey, tuple[Sequence[BudgetRule], BudgetPlan]] = {}
+        # SPEC §2.6: budgets of workspaces the graph does not declare (created through the admin
+        # API); `gateway.assemble` plugs in the records' workspace directory
+        self.workspace_budget: Callable[[Graph, str], BudgetRule | None] = _no_budget
+        self._joined: dict[tuple[int, BudgetRule], tuple[Sequence[BudgetRule], _Rules]] = {}
 
     @classmethod
     def open(cls, storage: StorageSettings) -> StateGuards:
@@ -198,7 +204,7 @@ class StateGuards:
         """SPEC §2.4.1 `budget_used`, read from the backend only for graphs that route on it."""
         if not graph.reads_budget_used:
             return ctx
-        rules = graph.budgets_for(ctx)
+        rules = self._budgets(graph, ctx, graph.budgets_for(ctx))
         if not rules:
             return ctx
         try:
@@ -218,7 +224,8 @@ class StateGuards:
         """Rate limits, budgets and the cache read in one backend call (one Redis round trip);
         a request refused by either is charged nothing."""
         admission = Admission(decision)
-        rules, budgets = decision.rate_limits, decision.budgets
+        rules = decision.rate_limits
+        budgets = self._budgets(graph, ctx, decision.budgets)
         if not rules and not budgets and decision.cache is None:
             return admission  # SPEC §1: nothing to guard, no state to touch
         now = time.time()
@@ -259,6 +266,22 @@ class StateGuards:
             self._release(admission)  # refused or cancelled: no tokens used, nothing spent
             raise
         return admission
+
+    def _budgets(
+        self, graph: Graph, ctx: RequestContext, declared: Sequence[BudgetRule]
+    ) -> Sequence[BudgetRule]:
+        """The graph's budgets for the request, led by its database workspace's own (the same
+        tuple every time, so the budget plans stay memoised)."""
+        own = self.workspace_budget(graph, ctx.workspace)
+        if own is None:
+            return declared
+        key = (id(declared), own)
+        found = self._joined.get(key)
+        if found is not None and found[0] is declared:
+            return found[1]
+        joined = (own, *declared)
+        _remember(self._joined, key, (declared, joined))
+        return joined
 
     def _rate_plan(self, rules: Sequence[RateLimitRule], ctx: RequestContext) -> RatePlan:
         """The decision's buckets for this principal, built once (the rule tuples come from the
@@ -390,11 +413,15 @@ class StateGuards:
         self.backend.settle(Settlement(reservation, tokens, budget, cost, store))
 
 
+def _no_budget(graph: Graph, workspace: str) -> BudgetRule | None:
+    return None
+
+
 def principal_ids(ctx: RequestContext) -> Mapping[str, str | None]:
     return {"key": ctx.key, "workspace": ctx.workspace, "user": ctx.user}
 
 
-def _remember(memo: dict[_PlanKey, Any], key: _PlanKey, value: Any) -> None:
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
     if len(memo) >= PLAN_MEMO_MAX:
         memo.clear()
     memo[key] = value

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ from concord.gateway.auth import (
 )
 from concord.gateway.auth import KeyStore as GatewayKeyStore
 from concord.gateway.record import UsageRecord
+from concord.gateway.workspace_directory import WorkspaceDirectory
 from concord.records import migrations
 from concord.records.db import create_database, resolve_url
 from concord.records.keys import KeyStore
@@ -56,7 +57,7 @@ log = logging.getLogger("concord.records")
 JOURNAL_DIRNAME = ".concord-journal"
 CONNECT_TIMEOUT = 10.0  # seconds the start-up steps may take before the gateway serves without
 RETRY_INTERVAL = 1.0  # seconds between attempts to reach a database that was down at start-up
-TAGS_REFRESH = 5.0  # seconds between reloads of database workspaces' tags
+WORKSPACES_REFRESH = 5.0  # seconds between reloads of database workspaces (tags, budgets)
 
 
 def journal_dir(database_url: str, base_dir: Path) -> Path:
@@ -96,10 +97,10 @@ class Records:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
-        self._tags: dict[str, frozenset[str]] = {}  # database workspaces' tags
+        self.directory = WorkspaceDirectory(self.workspaces, self._current_graph)
         self._declared_for: Graph | None = None
         self._chain: GatewayKeyStore = ConfigKeyStore({}, {})
-        self._database_keys = DatabaseKeys(self.keys, self._workspace_tags, self._keys_available)
+        self._database_keys = DatabaseKeys(self.keys, self.directory, self._keys_available)
         self._started = False
 
     # -- Component -----------------------------------------------------------------------------
@@ -111,6 +112,7 @@ class Records:
             workspaces=self.workspaces,
             usage=self.usage,
             writer=self.writer,
+            models=lambda: self._current_graph().models,
         )
         return list(admin_routes(context))
 
@@ -175,13 +177,6 @@ class Records:
     def _keys_available(self) -> bool:
         return self.online
 
-    def _workspace_tags(self, workspace: str) -> Iterable[str]:
-        graph = self._state.graph if self._state is not None else self._graph
-        declared = graph.workspaces.get(workspace)
-        if declared is not None:  # SPEC §2.6: a declared workspace wins over a database one
-            return declared.tags
-        return self._tags.get(workspace, frozenset())
-
     def _admin_key(self) -> str | None:
         graph = self._state.graph if self._state is not None else self._graph
         return graph.auth.admin_key
@@ -221,14 +216,14 @@ class Records:
         graph = self._current_graph()
         await self.workspaces.sync_declared(graph.workspaces)
         await self.keys.start()
-        await self._refresh_tags()
+        await self.directory.refresh()
         await self._seed_budgets(graph)
         if not self.online:
             self.online = True
             log.info("database %s ready", self.database.url)
 
     async def _maintain(self) -> None:
-        """Retry start-up until the database answers; then keep workspace tags fresh."""
+        """Retry start-up until the database answers; then keep database workspaces fresh."""
         while not self.online:
             await asyncio.sleep(self._retry_interval)
             try:
@@ -236,24 +231,25 @@ class Records:
             except Exception as exc:
                 log.debug("database still unreachable: %s", type(exc).__name__)
         while True:
-            await asyncio.sleep(TAGS_REFRESH)
+            await asyncio.sleep(WORKSPACES_REFRESH)
             with contextlib.suppress(Exception):
-                await self._refresh_tags()
-
-    async def _refresh_tags(self) -> None:
-        records = await self.workspaces.list(with_spend=False)
-        self._tags = {r.name: frozenset(r.tags) for r in records}
+                await self.directory.refresh()
 
     async def _seed_budgets(self, graph: Graph) -> None:
         if self.keeper is None or graph.storage.state != "memory":
             return  # a shared backend (Redis) keeps its own spend across restarts
-        seeded = await rebuild_budgets(graph, self.keeper, self.usage)
+        seeded = await rebuild_budgets(graph, self.keeper, self.usage, self.directory)
         if seeded:
             log.info("rebuilt %d budget counters from the usage log", seeded)
 
 
 async def rebuild_budgets(
-    graph: Graph, keeper: BudgetKeeper, usage: UsageQueries, *, now: datetime | None = None
+    graph: Graph,
+    keeper: BudgetKeeper,
+    usage: UsageQueries,
+    directory: WorkspaceDirectory | None = None,
+    *,
+    now: datetime | None = None,
 ) -> int:
     """SPEC §2.6 with a per-process state backend: seed each budget's current-period spend from
     the usage log, so a restart does not hand out a fresh budget. Returns the counters seeded.
@@ -270,11 +266,14 @@ async def rebuild_budgets(
             spend[scope, period] = await usage.spend_by(scope, since=since)  # type: ignore[arg-type]
         return spend[scope, period]
 
+    budgets = {name: ws.budget for name, ws in graph.workspaces.items() if ws.budget is not None}
+    if directory is not None:  # SPEC §2.6: workspaces created through the admin API too
+        for name in directory.names():
+            rule = directory.budget(graph, name)
+            if rule is not None:
+                budgets[name] = rule
     seeded = 0
-    for name, workspace in graph.workspaces.items():
-        rule = workspace.budget
-        if rule is None:
-            continue
+    for name, rule in budgets.items():
         amount = (await spent("workspace", rule.period)).get(name, 0.0)
         if amount > 0:
             await keeper.seed(rule, name, amount, now=now.timestamp())

@@ -60,11 +60,13 @@ def config_path(value: str | None) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class StorageTarget:
-    """The database a config names, and the workspaces it declares (None: not known)."""
+    """The database a config names, the workspaces it declares and its catalog's model names
+    (None: not known)."""
 
     database_url: str
     base_dir: Path
     declared_workspaces: Mapping[str, Any] | None = field(default=None)
+    models: frozenset[str] | None = None
 
 
 def storage_target(path: Path) -> StorageTarget:
@@ -86,10 +88,14 @@ def storage_target(path: Path) -> StorageTarget:
     base_dir = Path(loaded.base_dir)
     if loaded.graph is not None:
         graph = loaded.graph
-        return StorageTarget(graph.storage.database, base_dir, graph.workspaces)
+        return StorageTarget(
+            graph.storage.database, base_dir, graph.workspaces, frozenset(graph.models)
+        )
     if loaded.config is not None:
         config = loaded.config
-        return StorageTarget(config.storage.database, base_dir, config.workspaces)
+        return StorageTarget(
+            config.storage.database, base_dir, config.workspaces, frozenset(config.models)
+        )
     raise CommandError(f"cannot read {path}")
 
 
@@ -99,6 +105,7 @@ class Records:
     keys: KeyStore
     workspaces: Workspaces
     usage: UsageQueries
+    models: frozenset[str] | None = None  # the config's catalog, to check `downgrade_to`
 
 
 @asynccontextmanager
@@ -111,7 +118,11 @@ async def open_records(args: argparse.Namespace) -> AsyncIterator[Records]:
         raise CommandError(describe_database_error(exc, target.database_url)) from None
     try:
         records = Records(
-            database, KeyStore(database), Workspaces(database), UsageQueries(database)
+            database,
+            KeyStore(database),
+            Workspaces(database),
+            UsageQueries(database),
+            target.models,
         )
         if target.declared_workspaces is not None:
             await records.workspaces.sync_declared(target.declared_workspaces)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -111,10 +111,22 @@ class Workspaces:
         self._usage = UsageQueries(database)
 
     async def create(
-        self, name: str, budget: Budget | None = None, tags: Iterable[str] = ()
+        self,
+        name: str,
+        budget: Budget | None = None,
+        tags: Iterable[str] = (),
+        *,
+        models: Collection[str] | None = None,
     ) -> WorkspaceRecord:
-        """Add an API-managed workspace; WorkspaceExists (409) if the name is taken."""
+        """Add an API-managed workspace; WorkspaceExists (409) if the name is taken. With the
+        catalog's `models`, a `downgrade_to` outside it is refused (InvalidRecord)."""
         name = validate_name(name)
+        target = budget.downgrade_to if budget is not None else None
+        if target and models is not None and target not in models:
+            known = ", ".join(sorted(models)) or "none"
+            raise InvalidRecord(
+                f"budget.downgrade_to {target!r} is not a catalog model (known: {known})"
+            )
         row = _row(name, budget, tags, "api")
         try:
             async with self._db.begin() as conn:

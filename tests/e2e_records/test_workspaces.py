@@ -69,3 +69,63 @@ def test_declared_workspaces_follow_the_config_on_reload(
     while listed() != {"zeta": "config", "by-api": "api"} and time.monotonic() < deadline:
         time.sleep(0.05)
     assert listed() == {"zeta": "config", "by-api": "api"}
+
+
+def ask_as(gateway: Gateway, key: str, model: str = "gpt") -> httpx.Response:
+    return httpx.post(
+        gateway.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+
+
+def test_an_api_workspace_budget_blocks_and_survives_a_restart(
+    deploy: Callable[..., Deployment], database_url: str, upstream: FakeUpstream
+) -> None:
+    upstream.script("gpt-up", [Fault(usage=PRICED)] * 10)
+    deployment = deploy(database_url)
+    first = deployment.start()
+    budget = {"limit_usd": 0.01, "period": "day", "on_exceed": "block"}
+    created = first.admin.post("/_admin/workspaces", json={"name": "team", "budget": budget})
+    assert created.status_code == 201, created.text
+    key = first.create_key("team", "ci")["key"]  # used at once: no refresh interval to wait for
+    assert [ask_as(first, key).status_code for _ in range(2)] == [200, 200]  # $0.012 spent
+    exhausted = ask_as(first, key)
+    assert exhausted.status_code == 429, exhausted.text
+    assert exhausted.json()["error"]["code"] == "budget_exceeded"
+    assert ask(first).status_code == 200  # the declared workspace `acme` has its own budget
+    first.terminate()
+
+    second = deployment.start()  # memory state: the API workspace's spend comes from the log
+    again = ask_as(second, key)
+    assert again.status_code == 429, again.text
+    assert again.json()["error"]["code"] == "budget_exceeded"
+
+
+def test_a_v0_workspace_downgrades_to_the_cheapest_model(
+    deploy: Callable[..., Deployment], upstream: FakeUpstream
+) -> None:
+    # claude: 1000 x $3/M + 400 x $15/M = $0.009 per request; gpt is the cheaper catalog model
+    upstream.script("claude-up", [Fault(usage=PRICED)] * 10)
+    gateway = deploy("sqlite:///concord.db").start()
+    v0 = {"name": "demo", "monthly_budget_usd": 0.01, "action_on_exceed": "downgrade"}
+    assert gateway.admin.post("/_admin/workspaces", json=v0).status_code == 201
+    issued = gateway.admin.post("/_admin/keys/demo")
+    assert issued.status_code == 201, issued.text
+    key = issued.json()["key"]
+    served = [ask_as(gateway, key, "claude") for _ in range(3)]
+    assert [r.status_code for r in served] == [200, 200, 200]
+    assert [r.headers.get("x-concord-downgraded") for r in served] == [None, None, "claude"]
+    assert served[2].headers["x-concord-model"] == "gpt"
+
+
+def test_a_downgrade_target_outside_the_catalog_is_refused(
+    deploy: Callable[..., Deployment],
+) -> None:
+    gateway = deploy("sqlite:///concord.db").start()
+    budget = {"limit_usd": 5, "on_exceed": "downgrade", "downgrade_to": "gtp"}
+    refused = gateway.admin.post("/_admin/workspaces", json={"name": "x", "budget": budget})
+    assert refused.status_code == 400
+    assert "'gtp' is not a catalog model (known: claude, gpt)" in refused.text
+    assert [w["name"] for w in gateway.admin.get("/_admin/workspaces").json()["data"]] == ["acme"]

@@ -58,6 +58,18 @@ def test_workspaces_create_then_conflict(config: Path, capsys: pytest.CaptureFix
     assert team["budget"]["period"] == "day" and team["source"] == "api"
 
 
+def test_workspaces_create_checks_the_downgrade_target(
+    config: Path, capsys: pytest.CaptureFixture[str]
+):
+    base = ["workspaces", "create", "team-c", "--budget", "5", "--on-exceed", "downgrade"]
+    code, _, err = run(capsys, *base, "--downgrade-to", "gpt-4", "-c", str(config))
+    assert code == 1
+    assert err.strip() == (
+        "error: budget.downgrade_to 'gpt-4' is not a catalog model (known: gpt-4o)"
+    )
+    assert run(capsys, *base, "--downgrade-to", "gpt-4o", "-c", str(config))[0] == 0
+
+
 def test_keys_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str]):
     code, out, _ = run(
         capsys, "keys", "create", "--workspace", "acme", "--name", "ci", "--tag", "batch",
