@@ -155,24 +155,50 @@ GATEWAY_PATHS: dict[str, Endpoint] = {
 }
 
 
+async def serve_gateway_path(
+    state: GatewayState, scope: Scope, receive: Receive, send: Send
+) -> bool:
+    """Answer `POST` on the four gateway paths with `handle`; False for anything else (other
+    methods, trailing slashes, a root path), which goes through the router to the same routes."""
+    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+        return False
+    kind = GATEWAY_PATHS.get(scope["path"])
+    if kind is None:
+        return False
+    response = await handle(state, Request(scope, receive, send), kind)
+    await response(scope, receive, send)
+    return True
+
+
 class GatewayDispatch:
-    """Sends `POST` on the four gateway paths straight to `handle`, past Starlette's router,
-    exception middleware and endpoint wrappers: `handle` turns every exception into an answer
-    itself, so those layers only cost time on the hot path. Anything else (other methods,
-    trailing slashes, a root path) goes through the router as before, to the same routes."""
+    """Sends the gateway paths straight to `handle`, past Starlette's router, exception
+    middleware and endpoint wrappers: `handle` turns every exception into an answer itself, so
+    those layers only cost time on the hot path. Used when CORS must see every answer."""
 
     def __init__(self, app: ASGIApp, state: GatewayState) -> None:
         self.app = app
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            kind = GATEWAY_PATHS.get(scope["path"])
-            if kind is not None:
-                response = await handle(self.state, Request(scope, receive, send), kind)
-                await response(scope, receive, send)
+        if not await serve_gateway_path(self.state, scope, receive, send):
+            await self.app(scope, receive, send)
+
+
+class GatewayApp(Starlette):
+    """The gateway's Starlette app. Without CORS, the gateway paths are answered before the
+    middleware stack: `handle` catches every exception and sets every header itself (the
+    config version included), so the error middleware and the version-header wrapper would
+    only add a frame and a `send` wrapper per message to the requests that matter most."""
+
+    fast_path: GatewayState | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.fast_path
+        if state is not None:
+            scope["app"] = self
+            if await serve_gateway_path(state, scope, receive, send):
                 return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def create_app_from_graph(
@@ -258,8 +284,10 @@ def create_app_from_graph(
         )
     middleware.append(Middleware(ConfigVersionHeader, state=state))  # SPEC §3: on every answer
     middleware.append(Middleware(GatewayDispatch, state=state))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.gateway = state
+    if not graph.server.cors_origins:
+        app.fast_path = state
     return app
 
 

@@ -231,31 +231,46 @@ class ClientGone(GatewayError):
     code = "client_disconnected"
 
 
+# Seconds a non-streamed call runs before the gateway starts listening for the client hanging
+# up. A quick answer never pays for the listener task; a client that left earlier is still seen
+# at once then, since the server reports a past disconnect to the first `receive()`.
+LISTEN_AFTER = 0.5
+
+
 async def _unless_client_leaves(request: Request, work: Awaitable[Served]) -> Served:
     """Await the attempts, cancelling them (and the upstream call) if the client disconnects.
 
-    The body has been read, so the next ASGI message can only be `http.disconnect`: one listener
-    task waits for it and cancels this task while the attempts are still running.
+    The body has been read, so the next ASGI message can only be `http.disconnect`: after
+    `LISTEN_AFTER`, one listener task waits for it and cancels this task while the attempts are
+    still running.
     """
     here = asyncio.current_task()
+    listener: asyncio.Future[object] | None = None
     waiting = True
 
-    def hang_up(listener: asyncio.Future[object]) -> None:
-        if waiting and here is not None and not listener.cancelled():
+    def hang_up(done: asyncio.Future[object]) -> None:
+        if waiting and here is not None and not done.cancelled():
             here.cancel()
 
-    listener = asyncio.ensure_future(request.receive())
-    listener.add_done_callback(hang_up)
+    def listen() -> None:
+        nonlocal listener
+        listener = asyncio.ensure_future(request.receive())
+        listener.add_done_callback(hang_up)
+
+    timer = asyncio.get_running_loop().call_later(LISTEN_AFTER, listen)
     try:
         return await work
     except asyncio.CancelledError:
-        if here is not None and listener.done() and not listener.cancelled():
+        heard = listener is not None and listener.done() and not listener.cancelled()
+        if here is not None and heard:
             here.uncancel()
             raise ClientGone("The client closed the connection.") from None
         raise
     finally:
         waiting = False
-        listener.cancel()
+        timer.cancel()
+        if listener is not None:
+            listener.cancel()
 
 
 def _check(decision: Decision, ctx: RequestContext) -> None:

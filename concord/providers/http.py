@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -49,7 +50,16 @@ Call = Callable[[UpstreamRequest, "str | None"], Awaitable[T]]
 _TERMINAL = {"openai": "[DONE]", "anthropic": "message_stop"}
 # `send` bounds the whole call with asyncio.timeout, so aiohttp needs no timer of its own; a
 # shared ClientTimeout object also spares building one per request.
-_NO_TOTAL = aiohttp.ClientTimeout(total=None)
+
+
+@functools.lru_cache(maxsize=64)
+def _total_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """aiohttp's whole-call timeout (connect, send, answer, body), one object per value: the
+    attempts' budgets take few distinct values. aiohttp's own timer is cheaper than wrapping the
+    call in `asyncio.timeout`."""
+    return aiohttp.ClientTimeout(total=seconds)
+
+
 _URL_CACHE_SIZE = 256  # parsed upstream URLs kept per adapter (Azure's vary with the deployment)
 
 
@@ -247,13 +257,11 @@ class HTTPProvider:
     async def _send_once(self, request: UpstreamRequest, key: str | None) -> UpstreamResponse:
         url = self._url(request)
         data = _encode_body(request.body)
+        timeout = _total_timeout(request.timeout)
         try:
-            async with (
-                asyncio.timeout(request.timeout),
-                self.session().post(
-                    url, data=data, headers=self._headers(request, key), timeout=_NO_TOTAL
-                ) as response,
-            ):
+            async with self.session().post(
+                url, data=data, headers=self._headers(request, key), timeout=timeout
+            ) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except TimeoutError as error:
