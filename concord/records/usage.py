@@ -128,6 +128,10 @@ class UsageWriter:
                     while self._pending:
                         if not await self._write_batch(self._take()):
                             break
+                        if len(self._pending) < self._batch_size:
+                            # What arrived during the write waits for the next flush: chasing it
+                            # would write a handful of rows per transaction, back to back.
+                            break
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let the writer die: records would pile up silently

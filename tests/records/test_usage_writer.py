@@ -66,6 +66,32 @@ async def test_records_arrive_in_batches_and_totals_match(
     assert await UsageQueries(database).spend("other", since=since) == 0.0
 
 
+async def test_a_steady_stream_is_written_in_few_transactions(
+    database: Database, tmp_path: Path
+) -> None:
+    """Records arriving while a batch is written wait for the next flush instead of being
+    chased one small transaction after another: each transaction costs the event loop several
+    round trips, whatever its size."""
+    writer = UsageWriter(database, tmp_path / "journal", batch_size=500, flush_interval=0.1)
+    inserts: list[int] = []
+    insert_rows = database.insert_rows
+
+    async def slow_insert(table: sa.Table, rows: list) -> None:  # type: ignore[type-arg]
+        inserts.append(len(rows))
+        await asyncio.sleep(0.01)  # a database a few milliseconds away
+        await insert_rows(table, rows)
+
+    database.insert_rows = slow_insert  # type: ignore[method-assign]
+    await writer.start()
+    for i in range(600):  # 2,000 records/s for 0.3 s, as a busy gateway hands them over
+        writer.record(make_record(i))
+        if i % 10 == 9:
+            await asyncio.sleep(0.005)
+    await writer.aclose()
+    assert sum(inserts) == 600 and await count_rows(database) == 600
+    assert len(inserts) <= 8, inserts  # about one per flush interval, not one per write
+
+
 async def test_record_never_blocks_and_close_flushes_everything(
     database: Database, tmp_path: Path
 ) -> None:
