@@ -28,6 +28,7 @@ from concord.translate.anthropic_openai import (
     openai_request_to_anthropic,
     openai_response_to_anthropic,
 )
+from concord.translate.collect import Collector
 from concord.translate.completions import (
     ChatToCompletionStream,
     chat_response_to_completion,
@@ -218,17 +219,21 @@ class AnthropicPassStage:
 
 
 class Relay:
-    """A pipeline of stages; `feed`/`finish` return the bytes to send the client."""
+    """A pipeline of stages; `feed`/`finish` return the bytes to send the client. A `collector`,
+    when set, sees every upstream event first (to rebuild the whole answer for the cache)."""
 
     def __init__(self, stages: Sequence[Stage], usage: Callable[[], Usage]) -> None:
         self._stages = stages
         self._usage = usage
+        self.collector: Collector | None = None
 
     @property
     def usage(self) -> Usage:
         return self._usage()
 
     def feed(self, event: SSEEvent) -> bytes:
+        if self.collector is not None:
+            self.collector.feed(event)
         events = [event]
         for stage in self._stages:
             events = [out for item in events for out in stage.feed(item)]

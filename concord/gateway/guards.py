@@ -15,8 +15,8 @@ The handler calls, per request:
 
 `StateGuards` is also the `Component` that owns the state backend: opened once per process from
 `storage.state`, kept across reloads (SPEC §4: limits, spend and cache survive them), reported by
-`/readyz`, closed at shutdown. Streams are served from the cache but not stored into it: only a
-non-stream answer is a complete body that can be saved as is.
+`/readyz`, closed at shutdown. A streamed answer is stored once the stream has ended, folded back
+into the complete answer (`translate.collect`), so it is replayed either way too.
 """
 
 from __future__ import annotations

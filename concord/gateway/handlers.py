@@ -24,6 +24,7 @@ from starlette.responses import Response
 from concord.engine.graph import Decision, Endpoint, Graph, RequestContext
 from concord.gateway.attempts import AttemptsFailed, Job, Served
 from concord.gateway.auth import Principal
+from concord.gateway.bridge import Relay
 from concord.gateway.cache_replay import replay_stream, with_model
 from concord.gateway.errors import ClientWire, GatewayError, ModelNotFound, PolicyRejected
 from concord.gateway.guards import Admission
@@ -43,6 +44,7 @@ from concord.gateway.respond import (
     error_response,
     json_response,
 )
+from concord.translate.collect import collector_for
 from concord.translate.usage import Usage
 
 if TYPE_CHECKING:
@@ -331,9 +333,14 @@ def _stream(
     relay = served.bridge.relay(
         call.ctx.model, include_usage=include_usage, input_tokens=call.ctx.input_tokens
     )
+    admission = call.admission
+    if admission is not None and admission.cache_key is not None:
+        relay.collector = collector_for(served.bridge.upstream)  # SPEC §2.5: cache it too
 
     async def on_close(stream: StreamState) -> None:
         try:
+            if relay.collector is not None and stream.status == 200:
+                await _store_stream(state, call, served, relay)
             record = call.record(
                 stream.status, relay.usage, error=stream.error, first_byte_at=stream.first_byte_at
             )
@@ -342,6 +349,24 @@ def _stream(
             limiter.release()
 
     return EventStreamResponse(served.stream, relay, call.wire, call.headers(), on_close)  # type: ignore[return-value]
+
+
+async def _store_stream(state: GatewayState, call: Call, served: Served, relay: Relay) -> None:
+    """A streamed answer that ended properly is stored as the answer it stands for, so the next
+    identical request is a hit, streamed or not."""
+    assert relay.collector is not None and call.admission is not None and call.ctx is not None
+    upstream_body = relay.collector.result()
+    if upstream_body is None:
+        return
+    try:
+        content = orjson.dumps(served.bridge.response(upstream_body, call.ctx.model))
+    except Exception:  # an answer the translation cannot rebuild is simply not cached
+        log.debug("streamed answer of %s not cached", call.request_id, exc_info=True)
+        return
+    attempt = served.attempt
+    await state.guards.store(
+        call.admission, content, relay.usage, attempt.model, attempt.target.provider
+    )
 
 
 async def _finish(state: GatewayState, call: Call, record: UsageRecord) -> None:

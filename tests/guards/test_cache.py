@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anthropic
 import openai
 
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, Fault
 from tests.guards.conftest import OTHER_KEY, MakeGateway
 
 
@@ -203,3 +205,107 @@ async def test_a_completions_hit_replays_as_a_stream(
     assert "".join(c.choices[0].text for c in chunks if c.choices) == first.choices[0].text
     assert chunks[-1].choices[0].finish_reason == first.choices[0].finish_reason
     assert len(upstream.requests) == 1
+
+
+def two_providers(up: FakeUpstream) -> str:
+    """An OpenAI-type and an Anthropic-type provider on the fake upstream, both cached."""
+    return f"""
+    providers:
+      oai: {{type: openai, base_url: "{up.openai_url}", api_keys: [sk-up]}}
+      ant: {{type: anthropic, base_url: "{up.url}", api_keys: [sk-up]}}
+    models:
+      gpt-4o: {{targets: [oai/gpt-4o], price: {{input: 1000, output: 1000}}}}
+      claude: {{targets: [ant/claude-up], price: {{input: 1000, output: 1000}}}}
+    defaults:
+      cache: {{ttl: 10m, scope: workspace}}
+    """
+
+
+async def test_a_streamed_answer_is_stored_and_served_either_way(
+    make_gateway: MakeGateway, state_url: str, upstream: FakeUpstream
+):
+    gw = make_gateway(config(upstream), state_url)
+    client = gw.openai()
+    raw = await client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=HELLO, temperature=0, stream=True
+    )
+    assert raw.headers["x-concord-cache"] == "miss"
+    streamed = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+    assert streamed == "Echo: hello cache"
+    for _ in range(20):  # the entry is written when the stream's record is settled
+        if len(gw.recorder.records) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert await ask(client) == ("hit", "Echo: hello cache")
+    again = await client.chat.completions.create(
+        model="gpt-4o", messages=HELLO, temperature=0, stream=True
+    )
+    assert "".join([c.choices[0].delta.content or "" async for c in again if c.choices]) == (
+        "Echo: hello cache"
+    )
+    assert len(upstream.requests) == 1
+    stream_record, hit, streamed_hit = gw.recorder.records
+    assert stream_record.output_tokens == hit.output_tokens == streamed_hit.output_tokens == 3
+    assert (hit.cache_hit, streamed_hit.cache_hit) == (True, True)
+
+
+async def test_a_streamed_tool_call_is_stored_whole(
+    make_gateway: MakeGateway, state_url: str, upstream: FakeUpstream
+):
+    upstream.script("gpt-4o", [Fault(tool_call="lookup", tool_arguments='{"city": "Paris"}')])
+    client = make_gateway(config(upstream), state_url).openai()
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    kwargs = {"model": "gpt-4o", "messages": HELLO, "temperature": 0, "tools": tools}
+    stream = await client.chat.completions.create(stream=True, **kwargs)  # type: ignore[call-overload]
+    deltas = [c.choices[0].delta async for c in stream if c.choices]
+    streamed_id = next(tc.id for d in deltas for tc in d.tool_calls or () if tc.id)
+    raw = await client.chat.completions.with_raw_response.create(**kwargs)  # type: ignore[call-overload]
+    assert raw.headers["x-concord-cache"] == "hit"
+    choice = raw.parse().choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or ()
+    assert (call.id, call.function.name, call.function.arguments) == (
+        streamed_id,
+        "lookup",
+        '{"city": "Paris"}',
+    )
+    assert len(upstream.requests) == 1
+
+
+async def test_an_anthropic_upstream_stream_is_stored_for_both_wire_formats(
+    make_gateway: MakeGateway, state_url: str, upstream: FakeUpstream
+):
+    gw = make_gateway(two_providers(upstream), state_url)
+    zero = {"temperature": 0}
+    async with gw.anthropic().messages.stream(
+        model="claude", max_tokens=50, messages=HELLO, extra_body=zero
+    ) as stream:
+        assert stream.response.headers["x-concord-cache"] == "miss"
+        streamed = await stream.get_final_message()
+    for _ in range(20):
+        if gw.recorder.records:
+            break
+        await asyncio.sleep(0.01)
+    message = await gw.anthropic().messages.create(
+        model="claude", max_tokens=50, messages=HELLO, extra_body=zero
+    )
+    assert message.content[0].text == streamed.content[0].text == "Echo: hello cache"  # type: ignore[union-attr]
+    assert (message.id, message.stop_reason) == (streamed.id, streamed.stop_reason)
+    assert message.usage.output_tokens == streamed.usage.output_tokens
+    assert len(upstream.requests) == 1
+    # an OpenAI client streaming from the same Anthropic model: translated, stored, hit
+    client = gw.openai()
+    first = await client.chat.completions.create(
+        model="claude", messages=HELLO, temperature=0, max_tokens=50, stream=True
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in first if c.choices])
+    for _ in range(20):
+        if len(gw.recorder.records) == 3:
+            break
+        await asyncio.sleep(0.01)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="claude", messages=HELLO, temperature=0, max_tokens=50
+    )
+    assert raw.headers["x-concord-cache"] == "hit"
+    assert raw.parse().choices[0].message.content == text == "Echo: hello cache"
+    assert len(upstream.requests) == 2
