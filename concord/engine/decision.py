@@ -15,9 +15,13 @@ Endpoint = Literal["chat", "completions", "embeddings", "messages"]
 EMPTY: Mapping[str, Any] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestContext:
-    """What routing may look at (SPEC §2.4.1). Header names are lower-case."""
+    """What routing may look at (SPEC §2.4.1). Header names are lower-case.
+
+    Not frozen, though nothing changes a context once built (`dataclasses.replace` makes a new
+    one): a frozen dataclass sets each of its sixteen fields through `object.__setattr__`, a
+    cost paid on every request."""
 
     endpoint: Endpoint
     model: str

@@ -28,7 +28,6 @@ from concord.engine.graph import Endpoint, Graph
 from concord.gateway import tokens
 from concord.gateway.attempts import AttemptRunner
 from concord.gateway.auth import (
-    ChainedKeyStore,
     ConfigKeyStore,
     KeyStore,
     Principal,
@@ -89,8 +88,7 @@ class GatewayState:
         self.readiness_checks: dict[str, ReadinessCheck] = {}
         self._key_store = key_store  # a database store, when one is plugged in
         self._derived_for: Graph | None = None
-        self._config_keys: KeyStore = ConfigKeyStore({}, {})
-        self._store: KeyStore = self._config_keys
+        self._config_keys = ConfigKeyStore({}, {})
         self._anonymous = Principal()
 
     def set_graph(self, graph: Graph) -> None:
@@ -108,17 +106,15 @@ class GatewayState:
         if graph is not self._derived_for:
             self._config_keys = ConfigKeyStore(graph.auth.keys, graph.workspaces)
             self._anonymous = open_principal(graph.workspaces)
-            # SPEC §2.8: declared keys come first; asking them here spares a plugged-in store
-            # (which also starts with them) its own look-up for the common, declared case
-            self._store = (
-                ChainedKeyStore([self._config_keys, self._key_store])
-                if self._key_store is not None
-                else self._config_keys
-            )
             self._derived_for = graph
-        store = self._store
+        # SPEC §2.8: declared keys first, found without a suspension point; the plugged-in store
+        # (the database's keys) only for a key the config does not declare
         return await authenticate(
-            headers, store, open_mode=graph.auth.mode == "open", anonymous=self._anonymous
+            headers,
+            self._key_store,
+            open_mode=graph.auth.mode == "open",
+            anonymous=self._anonymous,
+            declared=self._config_keys.principals,
         )
 
 

@@ -43,10 +43,10 @@ class ConfigKeyStore:
     """The keys declared under `auth.keys`, resolved once per graph."""
 
     def __init__(self, keys: Mapping[str, Any], workspaces: Mapping[str, Any]) -> None:
-        self._principals = {digest: _principal(spec, workspaces) for digest, spec in keys.items()}
+        self.principals = {digest: _principal(spec, workspaces) for digest, spec in keys.items()}
 
     async def lookup(self, sha256: str) -> Principal | None:
-        return self._principals.get(sha256)
+        return self.principals.get(sha256)
 
 
 class ChainedKeyStore:
@@ -184,11 +184,18 @@ def open_principal(workspaces: Mapping[str, Any]) -> Principal:
 
 
 async def authenticate(
-    headers: Mapping[str, str], store: KeyStore, *, open_mode: bool, anonymous: Principal
+    headers: Mapping[str, str],
+    store: KeyStore | None,
+    *,
+    open_mode: bool,
+    anonymous: Principal,
+    declared: Mapping[str, Principal] | None = None,
 ) -> Principal:
     """The caller's principal, or Unauthenticated (401 invalid_api_key).
 
-    In open mode a known key still identifies its workspace; anything else is `anonymous`.
+    `declared` (keys from the config, by digest) is looked at first, without a suspension
+    point; `store` (the database's keys) only for a key it does not hold. In open mode a known
+    key still identifies its workspace; anything else is `anonymous`.
     """
     key = client_key(headers)
     if key is None:
@@ -197,7 +204,10 @@ async def authenticate(
         raise Unauthenticated(
             "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
         )
-    principal = await store.lookup(hashlib.sha256(key.encode()).hexdigest())
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    principal = declared.get(digest) if declared is not None else None
+    if principal is None and store is not None:
+        principal = await store.lookup(digest)
     if principal is not None and principal.expires is not None and principal.expires <= time.time():
         principal = None
     if principal is None:

@@ -276,7 +276,7 @@ class HTTPProvider:
                 f"{self.name}: upstream answered {status} with a body that is not JSON",
                 status=502,
             )
-        return UpstreamResponse(status=status, body=body, headers=dict(headers))
+        return UpstreamResponse(status=status, body=body, headers=headers)  # read-only view
 
     async def _open_stream(self, request: UpstreamRequest, key: str | None) -> HTTPStream:
         url = self._url(request)
