@@ -40,6 +40,7 @@ from concord.gateway.record import UsageRecord
 from concord.gateway.respond import (
     SSE_HEADERS,
     EventStreamResponse,
+    JSONAnswer,
     StreamState,
     error_response,
     json_response,
@@ -90,28 +91,34 @@ class Call:
 
     def headers(self) -> dict[str, str]:
         """SPEC §3 response headers; the parts not yet known are left out."""
-        headers = {
-            "x-request-id": self.request_id,
-            "x-concord-config": self.graph.version,
-            "x-concord-cache": self.admission.cache_status if self.admission else "bypass",
-            "x-concord-attempts": str(self.calls),
-        }
+        return {name.decode(): value.decode("latin-1") for name, value in self.raw_headers()}
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """`headers()` as the server sends them: lower-case names and values as bytes."""
+        admission = self.admission
+        headers = [
+            (b"x-request-id", self.request_id.encode("latin-1")),
+            (b"x-concord-config", self.graph.version.encode()),
+            (b"x-concord-cache", (admission.cache_status if admission else "bypass").encode()),
+            (b"x-concord-attempts", str(self.calls).encode()),
+        ]
         decision = self.decision
+        model = provider = None
         if decision is not None:
-            headers["x-concord-route"] = decision.route or "-"
-            if decision.model:
-                headers["x-concord-model"] = decision.model
+            headers.append((b"x-concord-route", (decision.route or "-").encode()))
+            model = decision.model
         if self.served is not None:
-            headers["x-concord-model"] = self.served.attempt.model
-            headers["x-concord-provider"] = self.served.attempt.target.provider
-        elif self.admission is not None and self.admission.cached is not None:
-            hit = self.admission.cached  # SPEC §2.5: who answered originally
-            if hit.model:
-                headers["x-concord-model"] = hit.model
-            if hit.provider:
-                headers["x-concord-provider"] = hit.provider
+            model = self.served.attempt.model
+            provider = self.served.attempt.target.provider
+        elif admission is not None and admission.cached is not None:
+            hit = admission.cached  # SPEC §2.5: who answered originally
+            model, provider = hit.model or model, hit.provider or provider
+        if model:
+            headers.append((b"x-concord-model", model.encode()))
+        if provider:
+            headers.append((b"x-concord-provider", provider.encode()))
         if self.downgraded:
-            headers["x-concord-downgraded"] = self.downgraded
+            headers.append((b"x-concord-downgraded", self.downgraded.encode()))
         return headers
 
     def record(
@@ -297,7 +304,7 @@ async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
             call.admission, content, usage, attempt.model, attempt.target.provider
         )
     await _finish(state, call, call.record(200, usage))
-    return json_response(content, 200, call.headers())
+    return JSONAnswer.raw(content, 200, call.raw_headers())
 
 
 async def _replay(state: GatewayState, call: Call, body: dict) -> Response:

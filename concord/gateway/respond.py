@@ -37,10 +37,20 @@ class JSONAnswer(Response):
     media_type = JSON_TYPE
 
     def __init__(self, content: bytes, status: int, headers: Mapping[str, str]) -> None:
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self._init(content, status, raw)
+
+    @classmethod
+    def raw(cls, content: bytes, status: int, raw: list[tuple[bytes, bytes]]) -> JSONAnswer:
+        """From header pairs already lower-case and encoded (the gateway's own answers)."""
+        answer = cls.__new__(cls)
+        answer._init(content, status, raw)
+        return answer
+
+    def _init(self, content: bytes, status: int, raw: list[tuple[bytes, bytes]]) -> None:
         self.status_code = status
         self.background = None
         self.body = content
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         names = {name for name, _ in raw}
         if b"content-length" not in names and status >= 200 and status not in (204, 304):
             raw.append((b"content-length", str(len(content)).encode()))
