@@ -17,6 +17,7 @@ optional `tokenizers` extra (quicktok); "without" blocks the import, as in the d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import re
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -114,6 +116,38 @@ def wait_readyz(url: str, proc: subprocess.Popen[bytes]) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not become ready")
+
+
+@contextlib.contextmanager
+def servers_on_core(names: tuple[str, ...], core: int) -> Iterator[list[int]]:
+    """Move local server processes (PostgreSQL, Redis) onto `core` for the measurement, and back
+    afterwards: they stand for servers on their own hosts, and must not take the gateway's core.
+    PostgreSQL's new backends inherit the postmaster's affinity. Yields the pids moved (none when
+    the processes are not there or may not be moved)."""
+    moved: dict[int, set[int]] = {}
+    for pid in _pids_named(names):
+        try:
+            before = os.sched_getaffinity(pid)
+            os.sched_setaffinity(pid, {core})
+        except OSError:
+            continue
+        moved[pid] = before
+    try:
+        yield list(moved)
+    finally:
+        for pid, before in moved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, before)
+
+
+def _pids_named(names: tuple[str, ...]) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in names:
+                    pids.append(int(entry.name))
+    return pids
 
 
 def pinned(core: int, argv: list[str]) -> list[str]:

@@ -10,6 +10,8 @@ temperature 0 (so with the cache on, every request is a miss that is then stored
     memory   per-key rpm+tpm limit, a per-key budget, cache on        (memory state)
     redis    the same on Redis                                         (skipped if unreachable)
 
+A local Redis server is moved to core 1 for its run: it stands for a Redis on its own host.
+
 Then, on each gateway with guards, cache hits vs misses at low concurrency: wrk with one
 connection sends unique prompts (every request a miss, stored) and then one fixed prompt (after
 the first, every request a hit) for `--duration` seconds each; the reported latency is wrk's
@@ -36,7 +38,7 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import UPSTREAM, free_port, pinned, wait_readyz, wrk
+from bench_gateway import UPSTREAM, free_port, pinned, servers_on_core, wait_readyz, wrk
 
 PYTHON = sys.executable
 KEY = "ck-" + "b" * 40
@@ -169,7 +171,8 @@ def main() -> int:
         results["memory"] = run(work, "memory", config(up, "memory", True), args.duration, True)
         if redis_available(args.redis):
             state = f"{args.redis}?key_prefix={prefix}"
-            results["redis"] = run(work, "redis", config(up, state, True), args.duration, True)
+            with servers_on_core(("redis-server",), 1):  # a Redis of its own, not on core 0
+                results["redis"] = run(work, "redis", config(up, state, True), args.duration, True)
         else:
             print("Redis unreachable: the redis row is skipped", file=sys.stderr)
     finally:

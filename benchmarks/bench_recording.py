@@ -3,7 +3,8 @@
     python benchmarks/bench_recording.py [--url postgresql://postgres@127.0.0.1:5432/test]
         [--duration 5] [--writer-records 50000]
 
-A tiny aiohttp upstream (bench_gateway.py's) answers a fixed chat completion on core 1. The gateway
+A tiny aiohttp upstream (bench_gateway.py's) answers a fixed chat completion on core 1, where the
+PostgreSQL server is moved for the run too (it stands for a database on its own host). The gateway
 runs alone on core 0, as `concord serve` would (uvloop, httptools, the full assembled app), on a
 scratch PostgreSQL database, authenticating a database-issued key; once with every request's usage
 record going to the batched writer, once with a NullRecorder in its place. wrk (core 1) drives each
@@ -26,7 +27,14 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from bench_gateway import UPSTREAM, free_port, pinned, wait_readyz, wrk  # type: ignore[import-not-found]
+from bench_gateway import (  # type: ignore[import-not-found]
+    UPSTREAM,
+    free_port,
+    pinned,
+    servers_on_core,
+    wait_readyz,
+    wrk,
+)
 
 PYTHON = sys.executable
 HERE = Path(__file__).resolve().parent
@@ -143,10 +151,13 @@ def main() -> int:
         time.sleep(1.0)
         config = work / "concord.yaml"
         config.write_text(config_yaml(f"http://127.0.0.1:{up_port}", scratch))
-        off = run_gateway(work, config, recording=False, duration=args.duration)
-        before = asyncio.run(usage_count(scratch))
-        on = run_gateway(work, config, recording=True, duration=args.duration)
-        recorded = asyncio.run(usage_count(scratch)) - before
+        with servers_on_core(("postgres",), 1) as moved:
+            if not moved:
+                print("note: PostgreSQL could not be kept off core 0", file=sys.stderr)
+            off = run_gateway(work, config, recording=False, duration=args.duration)
+            before = asyncio.run(usage_count(scratch))
+            on = run_gateway(work, config, recording=True, duration=args.duration)
+            recorded = asyncio.run(usage_count(scratch)) - before
     finally:
         upstream.terminate()
         upstream.wait(10)
