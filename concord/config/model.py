@@ -138,7 +138,11 @@ class ServerConfig(Stored):
         default=[], description="Origins allowed by CORS; empty disables CORS."
     )
     log_bodies: bool = Field(
-        default=False, description="Reserved: request bodies are never logged today."
+        default=False,
+        description=(
+            "Add the request body and the answer to each access-log line (`request`, "
+            "`response`): prompts and completions reach the logs. Headers, and so keys, never do."
+        ),
     )
 
 

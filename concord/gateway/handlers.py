@@ -67,7 +67,9 @@ class Call:
         "endpoint",
         "graph",
         "principal",
+        "request_body",
         "request_id",
+        "response_body",
         "served",
         "started",
         "wall",
@@ -88,6 +90,8 @@ class Call:
         self.downgraded: str | None = None
         self.admission: Admission | None = None
         self.calls = 0
+        self.request_body: bytes | None = None  # kept only with `server.log_bodies`
+        self.response_body: bytes | None = None
 
     def headers(self) -> dict[str, str]:
         """SPEC §3 response headers; the parts not yet known are left out."""
@@ -165,6 +169,8 @@ class Call:
             attempts=self.calls,
             stream=bool(ctx and ctx.stream),
             error_type=error,
+            request_body=self.request_body,
+            response_body=self.response_body,
         )
 
 
@@ -185,7 +191,10 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
     holding = False
     try:
         call.principal = await state.authenticate(graph, headers)
-        body = parse_json(await read_body(request, graph.server.max_body, headers))
+        raw = await read_body(request, graph.server.max_body, headers)
+        if graph.server.log_bodies:  # SPEC §7: prompts reach the access log only when asked
+            call.request_body = raw
+        body = parse_json(raw)
         validate(endpoint, body)
         await limiter.acquire()
         holding = True
@@ -221,6 +230,8 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
     except GatewayError as error:
         if isinstance(error, AttemptsFailed):
             call.calls = error.calls
+        if call.request_body is not None:
+            call.response_body = error.render(call.wire)
         await _finish(state, call, call.record(error.status, error=error.code))
         return error_response(error, call.wire, call.headers())
     except Exception:
@@ -303,6 +314,8 @@ async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
         await state.guards.store(
             call.admission, content, usage, attempt.model, attempt.target.provider
         )
+    if call.request_body is not None:
+        call.response_body = content
     await _finish(state, call, call.record(200, usage))
     return JSONAnswer.raw(content, 200, call.raw_headers())
 
@@ -318,6 +331,8 @@ async def _replay(state: GatewayState, call: Call, body: dict) -> Response:
         output_tokens=int(hit.usage.get("output_tokens", 0)),
         cached_tokens=int(hit.usage.get("cached_tokens", 0)),
     )
+    if call.request_body is not None:
+        call.response_body = content
     await _finish(state, call, call.record(200, usage))
     headers = call.headers()
     if call.ctx.stream and call.endpoint != "embeddings" and parsed is not None:

@@ -40,6 +40,9 @@ class UsageRecord:
     stream: bool = False
     error_type: str | None = None
     key_id: str | None = None  # database keys: the id admin lists show (SPEC §5)
+    # `server.log_bodies` (SPEC §7): the client's request and the JSON answer, as sent
+    request_body: bytes | None = None
+    response_body: bytes | None = None
 
 
 class Recorder(Protocol):

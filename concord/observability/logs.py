@@ -36,8 +36,9 @@ _LEVELS = {
 
 
 def access_fields(record: UsageRecord) -> dict[str, Any]:
-    """The fields of one access-log line, in a stable order."""
-    return {
+    """The fields of one access-log line, in a stable order; with `server.log_bodies` the
+    request and the answer too (SPEC §7), embedded as the JSON they are."""
+    fields = {
         "time": datetime.fromtimestamp(record.time, UTC).isoformat(timespec="milliseconds"),
         "request_id": record.request_id,
         "workspace": record.workspace,
@@ -60,6 +61,20 @@ def access_fields(record: UsageRecord) -> dict[str, Any]:
         "stream": record.stream,
         "cache": getattr(record, "cache", None) or ("hit" if record.cache_hit else None),
     }
+    if record.request_body is not None:
+        fields["request"] = _embedded(record.request_body)
+        fields["response"] = _embedded(record.response_body)
+    return fields
+
+
+def _embedded(body: bytes | None) -> Any:
+    """A JSON body as itself in the line (it was parsed or produced as JSON already)."""
+    if body is None:
+        return None
+    try:
+        return orjson.Fragment(body) if body[:1] in (b"{", b"[") else body.decode(errors="replace")
+    except Exception:
+        return None
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,4 +1,5 @@
-"""SPEC §7: one JSON access-log line per request, never a secret or a prompt."""
+"""SPEC §7: one JSON access-log line per request, never a secret, and no prompt unless
+`server.log_bodies` asks for bodies."""
 
 from __future__ import annotations
 
@@ -67,3 +68,26 @@ async def test_log_level_above_info_silences_the_access_log(
     await gw.stop()
     assert access_lines(capsys.readouterr().err) == []
     assert logging.getLogger(ACCESS_LOGGER).propagate  # restored at shutdown
+
+
+async def test_log_bodies_adds_the_request_and_the_answer_but_no_key(
+    start: Start, upstream: FakeUpstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = await start("server: {log_bodies: true}\n" + CATALOG)
+    answered = await gw.chat(content=PROMPT, temperature=0)
+    assert answered.status_code == 200
+    upstream.script("gpt-4o", [Fault(status=400, message="bad things")])
+    assert (await gw.chat(content="second", temperature=0.5)).status_code == 400
+    await gw.stop()
+    err = capsys.readouterr().err
+    for secret in SECRETS:
+        assert secret not in err
+    served, refused = access_lines(err)
+    assert served["request"] == {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "temperature": 0,
+    }
+    assert served["response"] == answered.json()  # the answer exactly as the client got it
+    assert refused["request"]["messages"][0]["content"] == "second"  # type: ignore[index]
+    assert refused["response"]["error"]["code"] is not None  # type: ignore[index]
