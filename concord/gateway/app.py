@@ -289,11 +289,12 @@ def create_app_from_graph(
             )
         )
     middleware.append(Middleware(ConfigVersionHeader, state=state))  # SPEC §3: on every answer
-    middleware.append(Middleware(GatewayDispatch, state=state))
+    if graph.server.cors_origins:  # CORS must see the gateway's answers: dispatch inside it
+        middleware.append(Middleware(GatewayDispatch, state=state))
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.gateway = state
     if not graph.server.cors_origins:
-        app.fast_path = state
+        app.fast_path = state  # otherwise answered before the middleware stack
     return app
 
 

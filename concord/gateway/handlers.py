@@ -370,7 +370,7 @@ def _stream(
         finally:
             limiter.release()
 
-    return EventStreamResponse(served.stream, relay, call.wire, call.headers(), on_close)  # type: ignore[return-value]
+    return EventStreamResponse(served.stream, relay, call.wire, call.raw_headers(), on_close)  # type: ignore[return-value]
 
 
 async def _store_stream(state: GatewayState, call: Call, served: Served, relay: Relay) -> None:

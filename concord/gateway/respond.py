@@ -96,15 +96,16 @@ class EventStreamResponse:
         upstream: UpstreamStream,
         relay: Relay,
         wire: ClientWire,
-        headers: Mapping[str, str],
+        raw_headers: list[tuple[bytes, bytes]],
         on_close: Callable[[StreamState], Awaitable[None]],
     ) -> None:
+        """`raw_headers`: lower-case names and values as bytes (`Call.raw_headers`)."""
         self.upstream = upstream
         self.relay = relay
         self.wire = wire
         self.state = StreamState()
         self.on_close = on_close
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw = list(raw_headers)
         raw.append((b"content-type", b"text/event-stream; charset=utf-8"))
         raw.extend((k.encode(), v.encode()) for k, v in SSE_HEADERS.items())
         self.raw_headers = raw
