@@ -266,3 +266,23 @@ async def test_health_endpoints(make_gateway: MakeGateway):
     gw = make_gateway(MOCK)
     for path in ("/healthz", "/_health", "/health"):
         assert (await gw.http.get(path)).status_code == 200
+
+
+async def test_cors_origins_see_the_gateway_answers(make_gateway: MakeGateway):
+    gw = make_gateway('server: {cors_origins: ["https://app.example"]}\n' + MOCK)
+    origin = {"origin": "https://app.example"}
+    preflight = await gw.http.options(
+        "/v1/chat/completions",
+        headers={**origin, "access-control-request-method": "POST"},
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    answer = await gw.http.post(
+        "/v1/chat/completions",
+        headers={**origin, "authorization": f"Bearer {CLIENT_KEY}"},
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    assert "x-concord-model" in answer.headers["access-control-expose-headers"]
+    assert answer.headers["x-concord-config"] == gw.state.graph.version
