@@ -72,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         "http": "httptools" if _installed("httptools") else "h11",
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
         "access_log": args.log_level in ("debug", "trace"),
+        # X-Forwarded-For/-Proto only rewrite the client address and scheme, which Concord never
+        # reads: uvicorn's own access log (debug and trace) is the one place they show, so only
+        # then is the per-request middleware worth its frame on every await of the request.
+        "proxy_headers": args.log_level in ("debug", "trace"),
         "server_header": False,
     }
     os.environ[LEVEL_ENV] = args.log_level  # SPEC §7: the access log's level, in every worker

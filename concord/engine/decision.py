@@ -40,7 +40,7 @@ class RequestContext:
     budget_used: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RuntimeView:
     """Balancing and circuit state owned by the data plane, passed in so `decide` stays pure.
 

@@ -11,6 +11,10 @@ is unreachable.
 
 Values cross the seam as plain numbers: seconds since the epoch, USD, token counts. Callers use
 the policy layers (`RateLimiter`, `BudgetKeeper`, `ResponseCache`), not this protocol directly.
+
+The value types below are built several times per request, so they are plain slotted dataclasses
+(hashable, never changed after construction by convention): a frozen dataclass's `__init__` sets
+each field through `object.__setattr__` and costs about four times as much.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ class StateUnavailable(StateError):
     """The shared state cannot be reached; with `failure: closed` the request must be refused."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Bucket:
     """One rate-limit bucket touched by a request.
 
@@ -46,7 +50,7 @@ class Bucket:
     settles: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RateReservation:
     """What a granted request holds until it settles. `local` = taken on the fallback backend."""
 
@@ -54,7 +58,7 @@ class RateReservation:
     local: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RateVerdict:
     """`allowed`, or the bucket that refused (`denied`, an index) and when to retry (seconds)."""
 
@@ -64,7 +68,7 @@ class RateVerdict:
     reservation: RateReservation | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class BudgetLine:
     """One budget period a request is charged to (SPEC §2.6).
 
@@ -79,7 +83,7 @@ class BudgetLine:
     ttl: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class BudgetReservation:
     """An amount reserved on every line of one request, released exactly once by settlement."""
 
@@ -89,7 +93,7 @@ class BudgetReservation:
     local: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class BudgetVerdict:
     """`allowed` unless a hard line is exhausted (`blocked_by`, the first such line's index).
     `exhausted` lists every line at or over its limit, `spent` each line's settled spend before
@@ -102,7 +106,7 @@ class BudgetVerdict:
     reservation: BudgetReservation | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Ticket:
     """Everything one request asks of the state at admission, answered in one backend call:
     take `buckets` (SPEC §2.7), reserve `amount` USD on `lines` (§2.6), read `cache_key` (§2.5).
@@ -114,7 +118,7 @@ class Ticket:
     cache_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Admitted:
     """The answer to a `Ticket`. A refused request is charged nothing: `rate` refused → budgets
     untouched (`budget` None); a hard budget line exhausted → no bucket charged. `cached` is read
@@ -125,7 +129,7 @@ class Admitted:
     cached: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Settlement:
     """What one finished request owes the state: token buckets corrected to `tokens`, budget
     reservation replaced by `cost` USD, and optionally a response to store (key, value, ttl)."""

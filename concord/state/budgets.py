@@ -119,7 +119,7 @@ def budget_key(rule: BudgetRule, ident: str) -> str:
     return state_key("b", rule.name, rule.scope, ident)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class BudgetGrant:
     """The outcome of `reserve`; `rule` is the budget that blocked or downgraded the request."""
 

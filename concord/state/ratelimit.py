@@ -38,7 +38,7 @@ class RateLimited(Exception):
         return str(max(1, math.ceil(self.retry_after)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RateGrant:
     """A granted request's hold on its buckets, settled once with the actual token count."""
 

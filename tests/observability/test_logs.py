@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 
 import pytest
 
-from concord.observability.logs import ACCESS_LOGGER
+from concord.observability.logs import ACCESS_LOGGER, _iso_millis
 from tests.fakes.upstream import FakeUpstream, Fault
 from tests.observability.conftest import SECRETS, UPSTREAM_KEY, Start
 
@@ -91,3 +92,13 @@ async def test_log_bodies_adds_the_request_and_the_answer_but_no_key(
     assert served["response"] == answered.json()  # the answer exactly as the client got it
     assert refused["request"]["messages"][0]["content"] == "second"  # type: ignore[index]
     assert refused["response"]["error"]["code"] is not None  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    [1764106326.0, 1764106326.0004999, 1764106326.0005, 1764106326.9995, 1764106326.9999996, 0.5],
+)
+def test_line_times_read_as_datetime_would_write_them(epoch: float) -> None:
+    """The access log formats each second once; the text must not drift from isoformat."""
+    expected = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    assert _iso_millis(epoch) == expected

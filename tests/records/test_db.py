@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 
 from concord.records import migrations
-from concord.records.db import Database, create_database, open_database, resolve_url
+from concord.records.db import (
+    Database,
+    _sqlite_utc_text,
+    create_database,
+    open_database,
+    resolve_url,
+)
 from concord.records.errors import DatabaseURLError
+from concord.records.tables import UTCDateTime
 
 
 @pytest.mark.parametrize(
@@ -74,3 +83,20 @@ async def test_create_database_leaves_the_schema_to_migrate(tmp_path: Path) -> N
         assert await tables(db) == []
         await migrations.migrate(db.engine)
         assert "usage" in await tables(db)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 11, 25, 21, 0, 0, 0, tzinfo=UTC),  # no fraction: still six digits
+        datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 600000),  # naive: taken as UTC
+        datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=timezone(timedelta(hours=5))),
+    ],
+)
+def test_bulk_inserts_write_sqlite_timestamps_as_sqlalchemy_would(value: datetime) -> None:
+    """Rows written by the usage writer's fast path must sort and read back like every other
+    timestamp in the database."""
+    dialect = sqlite.dialect()
+    reference = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert _sqlite_utc_text(value) == reference(value)
