@@ -1,7 +1,8 @@
 """`concord serve`: run the gateway under uvicorn (SPEC §6).
 
 uvloop and httptools are used when installed. With `--workers N` uvicorn imports the app in each
-worker through `concord.gateway.app:app_from_env`, the config path travelling in $CONCORD_CONFIG.
+worker through `concord.gateway.app:app_from_env`, the config path travelling in $CONCORD_CONFIG,
+under a supervisor that passes SIGHUP on to the workers (`supervisor.py`).
 An invalid config prints its diagnostics and exits 1 before anything listens.
 """
 
@@ -80,11 +81,14 @@ def run(args: argparse.Namespace) -> int:
     }
     os.environ[LEVEL_ENV] = args.log_level  # SPEC §7: the access log's level, in every worker
     if args.workers > 1:
+        from concord.commands.supervisor import serve_workers
+
         os.environ[CONFIG_ENV] = path
         prepare_multiprocess_dir()  # SPEC §7: every worker's metrics in one fresh directory
-        uvicorn.run(
+        config = uvicorn.Config(
             "concord.gateway.app:app_from_env", factory=True, workers=args.workers, **options
         )
+        serve_workers(config)
     else:
         seams = assemble(graph, path, None)  # reload watcher, admin API... (as `create_app`)
         uvicorn.run(create_app_from_graph(graph, config_path=path, **seams), **options)

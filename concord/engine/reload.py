@@ -447,8 +447,8 @@ class Reloader:
     def _install_sighup(self) -> None:
         """Reload on SIGHUP beside uvicorn's own handlers (it uses SIGINT and SIGTERM only).
 
-        Under `--workers N` uvicorn's supervisor restarts its workers on SIGHUP; signal a
-        worker's pid to reload it in place.
+        Under `--workers N` the supervisor (commands/supervisor.py) passes SIGHUP on to every
+        worker, which lands here.
         """
         try:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import gc
 import os
+import signal
+import textwrap
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
@@ -24,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from concord.config.errors import ConfigError
 from concord.engine.graph import Endpoint, Graph
 from concord.gateway import tokens
 from concord.gateway.attempts import AttemptRunner
@@ -313,5 +316,17 @@ def create_app(config_path: str, *, env: Mapping[str, str] | None = None) -> Sta
 
 
 def app_from_env() -> Starlette:
-    """Factory for `uvicorn --factory` with several workers: the config path is in the env."""
-    return create_app(os.environ[CONFIG_ENV])
+    """Factory for `uvicorn --factory` with several workers: the config path is in the env.
+
+    Runs in each worker before it serves. SIGHUP is ignored until the reloader takes it over (the
+    supervisor passes SIGHUP on, and a worker just starting must not die of it); an invalid
+    config ends the worker with its diagnostics, as `concord serve` reports them, not a traceback.
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    path = os.environ[CONFIG_ENV]
+    try:
+        return create_app(path)
+    except ConfigError as exc:
+        diagnostics = textwrap.indent(str(exc), "  ")
+        message = f"concord serve: {path} is not a valid configuration:\n{diagnostics}"
+        raise SystemExit(message) from None

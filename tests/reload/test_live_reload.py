@@ -3,6 +3,7 @@ broken file never replaces a working one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -239,3 +240,40 @@ def test_two_workers_converge(serve: StartServer) -> None:
         versions = {client.get("/healthz").headers["x-concord-config"] for _ in range(40)}
     assert set(replies) == {"from B"}
     assert len(versions) == 1
+
+
+def _children(pid: int) -> set[int]:
+    """The worker processes of the supervisor `pid` (Linux): the children it spawned, less
+    multiprocessing's resource tracker."""
+    workers = set()
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.add(int(child))
+    return workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker pids from /proc")
+def test_sighup_reloads_every_worker_in_place(serve: StartServer) -> None:
+    """SPEC §4 under `--workers`: SIGHUP reaches every worker, and each reloads itself as a single
+    process would. The same processes go on serving, so what they hold in memory (rate limits,
+    cache, circuit breakers) survives: restarting them would not."""
+    server = serve(workers=2)
+    assert eventually(lambda: len(_children(server.process.pid)) == 2, timeout=15)
+    workers = _children(server.process.pid)
+    fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection: any worker may answer
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server.url, limits=fresh, headers=admin, timeout=5) as client:
+
+        def reloads() -> set[tuple[str, str]]:
+            """(last trigger, loaded_at) of the workers that answered 20 fresh connections."""
+            statuses = [client.get("/_admin/config").json() for _ in range(20)]
+            return {(s["last_reload"]["trigger"], s["loaded_at"]) for s in statuses}
+
+        # both workers serving (two load times), neither reloaded since it started
+        assert eventually(lambda: {t for t, _ in reloads()} == {"startup"}, timeout=10)
+        assert eventually(lambda: len(reloads()) == 2, timeout=10)
+        server.signal(signal.SIGHUP)
+        assert eventually(lambda: {t for t, _ in reloads()} == {"signal"}, timeout=10)
+    assert _children(server.process.pid) == workers
+    assert server.process.poll() is None
