@@ -27,7 +27,7 @@ from concord.state.backend import (
     units_to_usd,
     usd_to_units,
 )
-from concord.state.tokenbucket import refill, shortfall_wait, time_to_full
+from concord.state.tokenbucket import level_at, shortfall_wait, time_to_full
 
 # Stale rate buckets and budget periods are dropped by a sweep once this many have accumulated.
 _SWEEP_THRESHOLD = 10_000
@@ -39,8 +39,8 @@ _bits = random.getrandbits
 
 
 @dataclass(slots=True)
-class _Level:
-    level: float
+class _Usage:
+    used: float  # units taken and not yet drained, as of `ts` (tokenbucket.level_at)
     ts: float
     full_at: float
 
@@ -85,7 +85,7 @@ class MemoryState:
         self.cache_max_bytes = cache_max_bytes
         self.budget_lease = budget_lease
         self._cache_bytes = 0
-        self._levels: dict[str, _Level] = {}
+        self._levels: dict[str, _Usage] = {}
         self._periods: dict[tuple[str, str], _Period] = {}
         self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._sweep_at = _SWEEP_THRESHOLD
@@ -148,16 +148,17 @@ class MemoryState:
     def _level_at(self, b: Bucket, now: float) -> float:
         state = self._levels.get(b.key)
         if state is None:
-            return refill(None, now, b.limit, b.window, now)
-        return refill(state.level, state.ts, b.limit, b.window, now)
+            return level_at(None, now, b.limit, b.window, now)
+        return level_at(state.used, state.ts, b.limit, b.window, now)
 
     def _put_level(self, b: Bucket, level: float, now: float) -> None:
+        used, full_in = b.limit - level, time_to_full(level, b.limit, b.window)
         prev = self._levels.get(b.key)
         if prev is None:
-            self._levels[b.key] = _Level(level, now, now + time_to_full(level, b.limit, b.window))
+            self._levels[b.key] = _Usage(used, now, now + full_in)
             return
         ts = now if now > prev.ts else prev.ts
-        prev.level, prev.ts, prev.full_at = level, ts, ts + time_to_full(level, b.limit, b.window)
+        prev.used, prev.ts, prev.full_at = used, ts, ts + full_in
 
     # -- budgets (SPEC §2.6) ------------------------------------------------------------------
 

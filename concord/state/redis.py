@@ -60,12 +60,12 @@ local wait, denied = 0, 0
 for i = 1, nr do
   local a = 7 + 3 * (i - 1)
   local limit, cost, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local s = redis.call('HMGET', KEYS[i], 'l', 't')
-  local level, ts = tonumber(s[1]), tonumber(s[2]) or now
-  if level == nil or limit <= 0 then
-    level = math.max(limit, 0)
-  elseif now > ts then
-    level = math.min(limit, level + (now - ts) * limit / window)
+  local s = redis.call('HMGET', KEYS[i], 'u', 't')
+  local used, ts = tonumber(s[1]) or 0, tonumber(s[2]) or now
+  local level = 0
+  if limit > 0 then
+    if now > ts then used = math.max(0, used - (now - ts) * limit / window) end
+    level = limit - used
   end
   levels[i], stamps[i] = level, math.max(now, ts)
   local need = 0
@@ -105,8 +105,8 @@ for i = 1, nr do
   local a = 7 + 3 * (i - 1)
   local limit, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3])
   local level = levels[i] - tonumber(ARGV[a + 2])
-  local l, t = string.format('%.17g', level), string.format('%.17g', stamps[i])
-  redis.call('HSET', KEYS[i], 'l', l, 't', t)
+  local u, t = string.format('%.17g', limit - level), string.format('%.17g', stamps[i])
+  redis.call('HSET', KEYS[i], 'u', u, 't', t)
   local full = 0
   if limit > 0 then full = (limit - level) * window / limit end
   redis.call('PEXPIRE', KEYS[i], math.ceil(full * 1000) + 1000)
@@ -136,16 +136,16 @@ for i = 1, nr do
   local a = 7 + 3 * (i - 1)
   local limit, refund = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local window = tonumber(ARGV[a + 3])
-  local s = redis.call('HMGET', KEYS[i], 'l', 't')
-  local level, ts = tonumber(s[1]), tonumber(s[2]) or now
-  if level == nil or limit <= 0 then
-    level = math.max(limit, 0)
-  elseif now > ts then
-    level = math.min(limit, level + (now - ts) * limit / window)
+  local s = redis.call('HMGET', KEYS[i], 'u', 't')
+  local used, ts = tonumber(s[1]) or 0, tonumber(s[2]) or now
+  local level = 0
+  if limit > 0 then
+    if now > ts then used = math.max(0, used - (now - ts) * limit / window) end
+    level = limit - used
   end
   level = math.min(limit, level + refund)
-  local l, t = string.format('%.17g', level), string.format('%.17g', math.max(now, ts))
-  redis.call('HSET', KEYS[i], 'l', l, 't', t)
+  local u, t = string.format('%.17g', limit - level), string.format('%.17g', math.max(now, ts))
+  redis.call('HSET', KEYS[i], 'u', u, 't', t)
   local full = 0
   if limit > 0 then full = (limit - level) * window / limit end
   redis.call('PEXPIRE', KEYS[i], math.ceil(full * 1000) + 1000)

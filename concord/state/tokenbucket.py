@@ -11,13 +11,19 @@ in debt, rather than being refused forever.
 from __future__ import annotations
 
 
-def refill(level: float | None, ts: float, limit: int, window: float, now: float) -> float:
-    """The bucket's level at `now`; an unknown bucket is full. Clocks that step back add nothing."""
-    if level is None or limit <= 0:
-        return float(max(limit, 0))
-    if now <= ts:
-        return level
-    return min(float(limit), level + (now - ts) * limit / window)
+def level_at(used: float | None, ts: float, limit: int, window: float, now: float) -> float:
+    """What the bucket can take at `now`: `limit` less the units used (as of `ts`) that have not
+    drained yet, at `limit / window` per second; an unknown bucket is full, and clocks that step
+    back drain nothing. Buckets store what was used, not what is left, so that a changed limit
+    applies at once: raising rpm from 3 to 5 right after three requests leaves room for two, and
+    what was used drains at the new rate."""
+    if limit <= 0:
+        return 0.0
+    if used is None:
+        return float(limit)
+    if now > ts:
+        used = max(0.0, used - (now - ts) * limit / window)
+    return limit - used
 
 
 def shortfall_wait(level: float, cost: int, limit: int, window: float) -> float:

@@ -8,7 +8,8 @@ import anthropic
 import openai
 import pytest
 
-from tests.guards.conftest import MakeGateway
+from concord.config.load import load_graph
+from tests.guards.conftest import MakeGateway, guards_config
 
 MOCK = """
 providers:
@@ -112,3 +113,34 @@ async def test_tpm_reserves_the_estimate_while_in_flight_and_settles_to_usage(
     assert usage.total_tokens < 20
     third = await ask("gpt-4o")  # fits only because the first was settled to its usage
     assert third.choices[0].message.content == "Echo: hello"  # type: ignore[attr-defined]
+
+
+async def test_a_reload_applies_new_limits_at_once_and_keeps_the_count(
+    make_gateway: MakeGateway, state_url: str, tmp_path
+):
+    """SPEC §4: a reload swaps the limits a key is held to from its next request on, while the
+    requests it already made still count (the state survives; only the rule changed)."""
+    gateway = make_gateway(RPM, state_url)
+    client = gateway.openai()
+
+    async def answered(requests: int) -> int:
+        count = 0
+        for _ in range(requests):
+            try:
+                await client.chat.completions.create(model="gpt-4o", messages=HELLO)
+                count += 1
+            except openai.RateLimitError:
+                pass
+        return count
+
+    def reload_with_rpm(rpm: int) -> None:
+        path = tmp_path / f"reloaded-{rpm}.yaml"
+        body = RPM.replace("rpm: 3", f"rpm: {rpm}")
+        path.write_text(guards_config(body, state_url), encoding="utf-8")
+        gateway.state.set_graph(load_graph(str(path)))
+
+    assert await answered(4) == 3  # the key's three requests of this minute are used
+    reload_with_rpm(5)
+    assert await answered(4) == 2  # five a minute now: two more, not five more
+    reload_with_rpm(1)
+    assert await answered(1) == 0

@@ -114,11 +114,15 @@ async def test_per_user_limits_skip_requests_without_a_user(backend: StateBacken
 
 
 async def test_limits_follow_the_rule_name_not_the_numbers(backend: StateBackend) -> None:
-    """SPEC §4: counters survive a reload that changes a limit."""
+    """SPEC §4: counters survive a reload that changes a limit, and the new limit applies to what
+    was used: five requests at rpm 5, then rpm 6 admits exactly one more, then rpm 4 none."""
     limiter = RateLimiter(backend)
     await _outcomes(limiter, [RateLimitRule("per-key", "key", rpm=5)], 5)
+    await limiter.acquire([RateLimitRule("per-key", "key", rpm=6)], IDS, 1, now=NOW)
     with pytest.raises(RateLimited):
         await limiter.acquire([RateLimitRule("per-key", "key", rpm=6)], IDS, 1, now=NOW)
+    with pytest.raises(RateLimited):
+        await limiter.acquire([RateLimitRule("per-key", "key", rpm=4)], IDS, 1, now=NOW)
 
 
 @pytest.mark.services
