@@ -237,6 +237,28 @@ def _failure(root: str, message: str) -> Diagnostic:
 # ---- the reloader ------------------------------------------------------------------------------
 
 
+# Settings the process takes once, at start-up: the socket it listens on, the CORS layer around
+# the app, and its state backend and database connections. A reload applies everything else.
+RESTART_ONLY = (
+    ("server", "host"),
+    ("server", "port"),
+    ("server", "cors_origins"),
+    ("storage", "state"),
+    ("storage", "state_failure"),
+    ("storage", "database"),
+)
+
+
+def restart_only_changes(running: Graph, loaded: Graph) -> tuple[str, ...]:
+    """A warning per start-up-only setting the new config changes (named, never shown: a URL
+    may hold a password), so a reload does not look as if it had applied them."""
+    return tuple(
+        f"{section}.{name}: changed, but applied only when the server restarts"
+        for section, name in RESTART_ONLY
+        if getattr(getattr(running, section), name) != getattr(getattr(loaded, section), name)
+    )
+
+
 class Reloader:
     """A `Component` (gateway/app.py): the watcher and SIGHUP handler of one worker process.
 
@@ -377,6 +399,7 @@ class Reloader:
         changed = graph.version != current.version
         if changed:
             state.set_graph(graph)  # SPEC §4: one reference; in-flight requests keep theirs
+            warnings += restart_only_changes(current, graph)
         elif trigger == "startup":
             return None
         self.loaded_at = now

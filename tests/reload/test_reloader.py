@@ -195,3 +195,22 @@ async def test_new_glob_match_in_a_new_folder_is_picked_up(tmp_path: Path) -> No
     finally:
         await reloader.stop(state)
         await state.pool.close()
+
+
+async def test_start_up_only_settings_are_named_in_the_reload_warnings(
+    running: tuple[Reloader, GatewayState, Path],
+) -> None:
+    """A reload applies what it can and says which changes wait for a restart, never showing the
+    values (a state or database URL may hold a password)."""
+    reloader, state, path = running
+    secret_url = "redis://:s3cret-pass@redis.internal:6379/0"
+    edited = config_with("beta", third=True).replace(f"port: {PORT}", f"port: {PORT + 1}")
+    write_atomic(path, edited + f'storage: {{state: "{secret_url}"}}\n')
+    outcome = await reloader.reload("api")
+    assert (outcome.result, outcome.changed) == ("ok", True)
+    assert state.graph.decide(RequestContext(endpoint="chat", model="alpha")).model == "beta"
+    assert outcome.warnings == (
+        "server.port: changed, but applied only when the server restarts",
+        "storage.state: changed, but applied only when the server restarts",
+    )
+    assert "s3cret" not in repr(outcome.as_dict())
