@@ -1,6 +1,6 @@
 """The guards' cost in a running gateway (SPEC §2.5-§2.7): rate limit + budget + cache vs none.
 
-    python benchmarks/bench_guards_gateway.py [--duration 5] [--redis redis://127.0.0.1:6379/0]
+    python benchmarks/bench_guards_gateway.py [--duration 5] [--rounds 1] [--redis redis://...]
 
 `concord serve` is pinned to core 0; the fast aiohttp upstream of bench_gateway.py and wrk share
 core 1. Four gateways are measured with wrk at 64 connections, every request a unique prompt at
@@ -19,6 +19,10 @@ mean (1 / requests per second), so the Python client's own overhead is not in th
 upstream is the fast local one (well under a millisecond), the worst case for the cache: against
 a real provider a miss takes hundreds of milliseconds and the speedup is that much larger.
 Targets: guards within 15% of no-guards throughput; a hit at least 5x faster than a miss.
+
+With `--rounds N` every gateway runs N times, interleaved, and each figure is the median of the
+rounds (ratios are taken within a round). Last, the floor: a bare uvicorn app answering fixed
+bytes, timed like a hit, is the least any hit can cost on this stack.
 """
 
 from __future__ import annotations
@@ -38,7 +42,15 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import UPSTREAM, free_port, pinned, servers_on_core, wait_readyz, wrk
+from bench_gateway import (
+    UPSTREAM,
+    free_port,
+    median_of,
+    pinned,
+    servers_on_core,
+    wait_readyz,
+    wrk,
+)
 
 PYTHON = sys.executable
 KEY = "ck-" + "b" * 40
@@ -81,6 +93,24 @@ NO_GUARDS = """
 defaults:
   cache: {enabled: false}
 """
+
+# The least a hit can cost on this stack: uvicorn answering fixed bytes, with no gateway at all.
+FLOOR_APP = textwrap.dedent(
+    """
+    import sys, uvicorn
+    BODY = b'{"id":"chatcmpl-1","object":"chat.completion","choices":[]}'
+    HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": BODY})
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)
+    """
+)
 
 
 def config(up_url: str, state: str, guards: bool) -> str:
@@ -152,10 +182,50 @@ def redis_available(url: str) -> bool:
         return False
 
 
+def floor_ms(work: Path, duration: int) -> float:
+    """Mean ms per request, one connection, of `FLOOR_APP` pinned like the gateway."""
+    (work / "floor.py").write_text(FLOOR_APP)
+    port = free_port()
+    proc = subprocess.Popen(pinned(0, [PYTHON, str(work / "floor.py"), str(port)]))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(url + "/v1/chat/completions", content=b"{}", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        script = work / "fixed.lua"
+        script.write_text(FIXED.format(key=KEY, body=body("floor")))
+        return 1000 / wrk(url, 1, duration, script)["rps"]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def one_round(work: Path, up: str, args: argparse.Namespace, prefix: str) -> dict[str, dict]:
+    """Every gateway once, in a fixed order; ratios are taken against this round's `none`."""
+    found = {"none": run(work, "none", config(up, "memory", False), args.duration, False)}
+    found["memory"] = run(work, "memory", config(up, "memory", True), args.duration, True)
+    if redis_available(args.redis):
+        state = f"{args.redis}?key_prefix={prefix}"
+        with servers_on_core(("redis-server",), 1):  # a Redis of its own, not on core 0
+            found["redis"] = run(work, "redis", config(up, state, True), args.duration, True)
+    else:
+        print("Redis unreachable: the redis row is skipped", file=sys.stderr)
+    for numbers in found.values():
+        numbers["ratio"] = numbers["rps"] / found["none"]["rps"]
+        if "hit_ms" in numbers:
+            numbers["speedup"] = numbers["miss_ms"] / numbers["hit_ms"]
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--rounds", type=int, default=1, help="report the median of N rounds")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="concord-bench-guards-"))
     (work / "unique.lua").write_text(LUA)
@@ -163,18 +233,14 @@ def main() -> int:
     up_port = free_port()
     upstream = subprocess.Popen(pinned(1, [PYTHON, str(work / "upstream.py"), str(up_port)]))
     prefix = f"concord-bench:{uuid.uuid4().hex}:"
-    results: dict[str, dict[str, float]] = {}
+    samples: dict[str, list[dict[str, float]]] = {}
     try:
         time.sleep(1.0)
         up = f"http://127.0.0.1:{up_port}"
-        results["none"] = run(work, "none", config(up, "memory", False), args.duration, False)
-        results["memory"] = run(work, "memory", config(up, "memory", True), args.duration, True)
-        if redis_available(args.redis):
-            state = f"{args.redis}?key_prefix={prefix}"
-            with servers_on_core(("redis-server",), 1):  # a Redis of its own, not on core 0
-                results["redis"] = run(work, "redis", config(up, state, True), args.duration, True)
-        else:
-            print("Redis unreachable: the redis row is skipped", file=sys.stderr)
+        for _ in range(args.rounds):
+            for name, numbers in one_round(work, up, args, prefix).items():
+                samples.setdefault(name, []).append(numbers)
+        floor = floor_ms(work, args.duration)
     finally:
         upstream.terminate()
         upstream.wait(10)
@@ -183,21 +249,20 @@ def main() -> int:
             keys = list(client.scan_iter(match=prefix + "*", count=1000))
             if keys:
                 client.delete(*keys)
-    base = results["none"]["rps"]
+    results = {name: median_of(runs) for name, runs in samples.items()}
     print(f"{'gateway':<10}{'req/s':>10}{'vs none':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for name, numbers in results.items():
-        ratio = numbers["rps"] / base if base else float("nan")
         print(
-            f"{name:<10}{numbers['rps']:>10.0f}{ratio:>10.2f}"
+            f"{name:<10}{numbers['rps']:>10.0f}{numbers['ratio']:>10.2f}"
             f"{numbers['p50']:>10.2f}{numbers['p99']:>10.2f}"
         )
     for name, numbers in results.items():
         if "hit_ms" in numbers:
-            speedup = numbers["miss_ms"] / numbers["hit_ms"]
             print(
                 f"cache on {name}: miss {numbers['miss_ms']:.2f} ms, "
-                f"hit {numbers['hit_ms']:.2f} ms ({speedup:.1f}x)"
+                f"hit {numbers['hit_ms']:.2f} ms ({numbers['speedup']:.1f}x)"
             )
+    print(f"floor: bare uvicorn answering fixed bytes, one connection: {floor:.3f} ms per request")
     return 0
 
 

@@ -334,12 +334,12 @@ async def _replay(state: GatewayState, call: Call, body: dict) -> Response:
     if call.request_body is not None:
         call.response_body = content
     await _finish(state, call, call.record(200, usage))
-    headers = call.headers()
     if call.ctx.stream and call.endpoint != "embeddings" and parsed is not None:
         events = replay_stream(call.endpoint, parsed, include_usage=_include_usage(body))
+        headers = call.headers()
         headers.update(SSE_HEADERS)
         return Response(events, 200, headers, media_type="text/event-stream")
-    return json_response(content, 200, headers)
+    return JSONAnswer.raw(content, 200, call.raw_headers())
 
 
 def _include_usage(body: dict) -> bool:
