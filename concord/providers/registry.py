@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from concord.engine.graph import ProviderSpec
 from concord.providers.anthropic import AnthropicProvider
@@ -95,9 +96,12 @@ class ProviderPool:
         """Match the pool to `specs`: keep unchanged adapters, build new ones, retire the rest."""
         retired: list[tuple[str, Provider]] = []
         for name, provider in list(self._providers.items()):
-            if specs.get(name) != self._specs[name]:
-                retired.append((name, provider))
-                del self._providers[name], self._specs[name]
+            spec = specs.get(name)
+            if spec is not None and _same_adapter(self._specs[name], spec):
+                self._specs[name] = spec
+                continue
+            retired.append((name, provider))
+            del self._providers[name], self._specs[name]
         for name, spec in specs.items():
             if name not in self._providers:
                 self._providers[name] = self._build(spec)
@@ -132,3 +136,10 @@ class ProviderPool:
         self._retiring.pop(provider, None)
         with contextlib.suppress(Exception):
             await provider.close()
+
+
+def _same_adapter(running: ProviderSpec, loaded: ProviderSpec) -> bool:
+    """Whether `loaded` can keep the adapter built for `running`, with its connection pool and key
+    cooldowns: health probes are run from the graph's specs, never by the adapter, so a change
+    to `probe` alone does not need a new one."""
+    return loaded == running or replace(loaded, probe=None) == replace(running, probe=None)

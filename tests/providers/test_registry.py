@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
+from concord.engine.decision import ProbeSettings
 from concord.engine.graph import ProviderSpec
 from concord.providers.anthropic import AnthropicProvider
 from concord.providers.azure import AzureProvider
@@ -54,6 +56,22 @@ async def test_unchanged_specs_keep_the_same_adapter_and_session(upstream):
     assert first.session() is session and not session.closed
     await pool.close()
     assert session.closed
+
+
+async def test_a_probe_change_keeps_the_adapter_its_pool_and_its_key_cooldowns():
+    """SPEC §4: probes are run from the graph, so adding or retuning one rebuilds nothing."""
+    pool = ProviderPool(specs(), grace=0.05)
+    first = pool.get("openai")
+    session = first.session()
+    first.keys.cool_down("k", 60)
+    probe = ProbeSettings(interval=30.0, model="gpt-4o-mini", timeout=5.0)
+    base = specs()["openai"]
+    pool.sync(specs(openai=replace(base, probe=probe)))
+    assert pool.get("openai") is first
+    assert not first.keys.available  # the cooling key stays cooling
+    pool.sync(specs(openai=replace(base, probe=replace(probe, interval=10.0))))
+    assert pool.get("openai") is first and not session.closed
+    await pool.close()
 
 
 async def test_changed_spec_replaces_the_adapter_and_drains_the_old_one():
