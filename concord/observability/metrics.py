@@ -7,7 +7,8 @@ or a model name the client made up, so the number of series stays bounded.
 With `concord serve --workers N` each worker is its own process: `prepare_multiprocess_dir()`
 points them all at one fresh directory (PROMETHEUS_MULTIPROC_DIR, read by prometheus-client at
 import), and `render()` then sums every worker's files, so a scrape that lands on any worker sees
-the totals of all of them.
+the totals of all of them. One process counts the families every request updates in plain tables
+instead (`tallies.py`), which a scrape exposes the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from prometheus_client import (
 )
 
 from concord.gateway.record import UsageRecord
+from concord.observability.tallies import Family, Tallies, count, observe
 from concord.providers.base import UpstreamError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -58,66 +60,103 @@ def prepare_multiprocess_dir() -> str:
     return chosen
 
 
+# The families every request updates (see tallies.py for why they are kept apart).
+REQUESTS = Family(
+    "concord_requests",
+    "Requests served, by route, catalog model, provider and HTTP status.",
+    ("route", "model", "provider", "status"),
+)
+REQUEST_LATENCY = Family(
+    "concord_request_duration_seconds",
+    "Time from request arrival to the end of the response.",
+    ("route", "model"),
+    LATENCY_BUCKETS,
+)
+UPSTREAM_LATENCY = Family(
+    "concord_upstream_duration_seconds",
+    "Duration of each upstream call (every try, failed ones included).",
+    ("provider", "target"),
+    LATENCY_BUCKETS,
+)
+UPSTREAM_CALLS = Family(
+    "concord_upstream_requests",
+    "Upstream calls by target and result (ok, error, client_error).",
+    ("provider", "target", "result"),
+)
+TTFT = Family(
+    "concord_time_to_first_token_seconds",
+    "Streamed responses: time from request arrival to the first byte sent.",
+    ("model", "provider"),
+    TTFT_BUCKETS,
+)
+TOKENS = Family(
+    "concord_tokens",
+    "Tokens by workspace, catalog model and kind (input, output, cached).",
+    ("workspace", "model", "kind"),
+)
+COST = Family(
+    "concord_cost_usd",
+    "Spend in US dollars by workspace and catalog model.",
+    ("workspace", "model"),
+)
+CACHE_HITS = Family("concord_cache_hits", "Responses served from the cache.", ("model",))
+CACHE_MISSES = Family(
+    "concord_cache_misses", "Cacheable requests the cache could not answer.", ("model",)
+)
+REQUEST_FAMILIES = (
+    REQUESTS,
+    REQUEST_LATENCY,
+    UPSTREAM_LATENCY,
+    UPSTREAM_CALLS,
+    TTFT,
+    TOKENS,
+    COST,
+    CACHE_HITS,
+    CACHE_MISSES,
+)
+
+
+def _shared(family: Family, registry: CollectorRegistry) -> Any:
+    """`family` as a prometheus-client metric (its values shared between worker processes)."""
+    if family.buckets is None:
+        return Counter(family.name, family.help, family.labels, registry=registry)
+    return Histogram(
+        family.name, family.help, family.labels, buckets=family.buckets, registry=registry
+    )
+
+
 class Metrics:
     """The §7 families in their own registry (one per app; tests build several)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "concord_requests",
-            "Requests served, by route, catalog model, provider and HTTP status.",
-            ["route", "model", "provider", "status"],
-            registry=r,
-        )
-        self.request_latency = Histogram(
-            "concord_request_duration_seconds",
-            "Time from request arrival to the end of the response.",
-            ["route", "model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.upstream_latency = Histogram(
-            "concord_upstream_duration_seconds",
-            "Duration of each upstream call (every try, failed ones included).",
-            ["provider", "target"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.upstream_calls = Counter(
-            "concord_upstream_requests",
-            "Upstream calls by target and result (ok, error, client_error).",
-            ["provider", "target", "result"],
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "concord_time_to_first_token_seconds",
-            "Streamed responses: time from request arrival to the first byte sent.",
-            ["model", "provider"],
-            buckets=TTFT_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "concord_tokens",
-            "Tokens by workspace, catalog model and kind (input, output, cached).",
-            ["workspace", "model", "kind"],
-            registry=r,
-        )
-        self.cost = Counter(
-            "concord_cost_usd",
-            "Spend in US dollars by workspace and catalog model.",
-            ["workspace", "model"],
-            registry=r,
-        )
-        self.cache_hits = Counter(
-            "concord_cache_hits", "Responses served from the cache.", ["model"], registry=r
-        )
-        self.cache_misses = Counter(
-            "concord_cache_misses",
-            "Cacheable requests the cache could not answer.",
-            ["model"],
-            registry=r,
-        )
+        if multiprocess_dir() is None:  # one process: plain tallies, exposed when scraped
+            self._tallies: Tallies | None = Tallies(REQUEST_FAMILIES)
+            r.register(self._tallies)
+            tables = self._tallies.tables
+            self._requests = tables[REQUESTS.name]
+            self._latency = tables[REQUEST_LATENCY.name]
+            self._upstream_latency = tables[UPSTREAM_LATENCY.name]
+            self._upstream_calls = tables[UPSTREAM_CALLS.name]
+            self._ttft = tables[TTFT.name]
+            self._tokens = tables[TOKENS.name]
+            self._cost = tables[COST.name]
+            self._cache_hits = tables[CACHE_HITS.name]
+            self._cache_misses = tables[CACHE_MISSES.name]
+        else:  # workers: prometheus-client metrics, whose values the processes share
+            self._tallies = None
+            (
+                self.requests,
+                self.request_latency,
+                self.upstream_latency,
+                self.upstream_calls,
+                self.ttft,
+                self.tokens,
+                self.cost,
+                self.cache_hits,
+                self.cache_misses,
+            ) = (_shared(family, r) for family in REQUEST_FAMILIES)
         self.retries = Counter(
             "concord_retries", "Retries of the same target.", ["target"], registry=r
         )
@@ -166,6 +205,9 @@ class Metrics:
 
     def record(self, record: UsageRecord) -> None:
         """Count one finished request (a Recorder: cheap, never blocks)."""
+        if self._tallies is not None:
+            self._tally(record)
+            return
         route = record.route or NONE
         model = record.model or NONE
         provider = record.provider or NONE
@@ -190,6 +232,31 @@ class Metrics:
             self.cache_hits.labels(model).inc()
         elif cache == "miss":
             self.cache_misses.labels(model).inc()
+
+    def _tally(self, record: UsageRecord) -> None:
+        """`record` for one process: the same series, counted in the tallies' tables."""
+        route = record.route or NONE
+        model = record.model or NONE
+        provider = record.provider or NONE
+        count(self._requests, (route, model, provider, str(record.status)))
+        observe(self._latency, (route, model), LATENCY_BUCKETS, record.latency_ms / 1000)
+        if record.ttft_ms is not None:
+            observe(self._ttft, (model, provider), TTFT_BUCKETS, record.ttft_ms / 1000)
+        if record.model is not None:
+            workspace = record.workspace
+            if record.input_tokens:  # a series appears with its first non-zero count, never at 0
+                count(self._tokens, (workspace, model, "input"), record.input_tokens)
+            if record.output_tokens:
+                count(self._tokens, (workspace, model, "output"), record.output_tokens)
+            if record.cached_tokens:
+                count(self._tokens, (workspace, model, "cached"), record.cached_tokens)
+            if record.cost_usd:
+                count(self._cost, (workspace, model), record.cost_usd)
+        cache = _cache_result(record)
+        if cache == "hit":
+            count(self._cache_hits, (model,))
+        elif cache == "miss":
+            count(self._cache_misses, (model,))
 
     def _request_series(
         self, route: str, model: str, provider: str, status: int
@@ -222,6 +289,10 @@ class Metrics:
         return inc
 
     def attempt(self, provider: str, target: str, seconds: float, result: str) -> None:
+        if self._tallies is not None:
+            observe(self._upstream_latency, (provider, target), LATENCY_BUCKETS, seconds)
+            count(self._upstream_calls, (provider, target, result))
+            return
         key = (provider, target, result)
         series = self._attempt_cache.get(key)
         if series is None:
