@@ -1,6 +1,6 @@
 """Concord's own CPU per request, in process: no HTTP server, no upstream, no wrk.
 
-    python benchmarks/bench_request_path.py [--requests 20000] [--concurrency 64] [--rounds 5]
+    python benchmarks/bench_request_path.py [--requests 20000] [--rounds 5] [--state redis://...]
 
 The app is built as `concord serve` builds it (declared-key auth, a route, metrics, the access log
 to stderr's stand-in, usage recording into SQLite in a temporary directory, memory state) and
@@ -8,7 +8,8 @@ driven through ASGI directly; the provider's upstream call is replaced by a cann
 after one pass of the event loop (its body is still encoded and the answer decoded, as a real call
 would). What is left is exactly the gateway's own path: auth, parse, decide, guards, attempts,
 translate, respond and record. Reported: CPU microseconds per request (process time, every thread),
-the median and the best of the rounds, for each scenario:
+the median and the best of the rounds, for each scenario (`--state` puts the guards on Redis;
+its server then shares the machine, so its own CPU is not counted):
 
     plain    no guards (no rate limit, no budget, cache off)
     guards   a per-key rate limit, a budget and the cache, every request a miss (unique prompts)
@@ -134,6 +135,9 @@ async def measure(kind: str, work: Path, args: argparse.Namespace) -> list[float
     path = work / f"{kind}.yaml"
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     text = CONFIG.format(database=work / f"{kind}.db", digest=digest, upstream="http://127.0.0.1:9")
+    if args.state != "memory":  # guards on Redis, under a key prefix of this run
+        prefix = f"concord-bench-path:{os.getpid()}:{kind}:"
+        text = text.replace("state: memory", f'state: "{args.state}?key_prefix={prefix}"')
     path.write_text(text + textwrap.dedent(NO_GUARDS if kind == "plain" else GUARDS))
     graph = load_graph(str(path))
     app = create_app_from_graph(graph, config_path=str(path), **assemble(graph, str(path), None))
@@ -168,6 +172,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", choices=["plain", "guards", "hit"])
+    parser.add_argument("--state", default="memory", help="memory, or a redis:// URL")
     args = parser.parse_args()
     provider_http.HTTPProvider._send_once = canned_call  # type: ignore[method-assign]
     os.environ.setdefault("CONCORD_LOG_LEVEL", "info")
