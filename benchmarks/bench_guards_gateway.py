@@ -48,6 +48,7 @@ from bench_gateway import (
     median_of,
     pinned,
     servers_on_core,
+    wait_ready,
     wait_readyz,
     wrk,
 )
@@ -189,13 +190,7 @@ def floor_ms(work: Path, duration: int) -> float:
     proc = subprocess.Popen(pinned(0, [PYTHON, str(work / "floor.py"), str(port)]))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.post(url + "/v1/chat/completions", content=b"{}", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_ready(url, proc)
         script = work / "fixed.lua"
         script.write_text(FIXED.format(key=KEY, body=body("floor")))
         return 1000 / wrk(url, 1, duration, script)["rps"]

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from starlette.routing import BaseRoute
@@ -85,6 +85,7 @@ _Rules = tuple[BudgetRule, ...]
 
 # (id of the decision's rule tuple, key, workspace, user)
 _PlanKey = tuple[int, str | None, str | None, str | None]
+P = TypeVar("P")
 
 
 class StateUnreachable(Overloaded):
@@ -286,23 +287,11 @@ class StateGuards:
     def _rate_plan(self, rules: Sequence[RateLimitRule], ctx: RequestContext) -> RatePlan:
         """The decision's buckets for this principal, built once (the rule tuples come from the
         compiled graph, so the same few recur)."""
-        key = (id(rules), ctx.key, ctx.workspace, ctx.user)
-        found = self._rate_plans.get(key)
-        if found is not None and found[0] is rules:
-            return found[1]
-        plan = rate_plan(rules, principal_ids(ctx))
-        _remember(self._rate_plans, key, (rules, plan))
-        return plan
+        return _per_principal(self._rate_plans, rules, ctx, rate_plan)
 
     def _budget_plan(self, budgets: Sequence[BudgetRule], ctx: RequestContext) -> BudgetPlan:
         """The decision's budget lines for this principal, less the period (see `_rate_plan`)."""
-        key = (id(budgets), ctx.key, ctx.workspace, ctx.user)
-        found = self._budget_plans.get(key)
-        if found is not None and found[0] is budgets:
-            return found[1]
-        plan = budget_plan(budgets, principal_ids(ctx))
-        _remember(self._budget_plans, key, (budgets, plan))
-        return plan
+        return _per_principal(self._budget_plans, budgets, ctx, budget_plan)
 
     @staticmethod
     def _worst_case(
@@ -419,6 +408,23 @@ def _no_budget(graph: Graph, workspace: str) -> BudgetRule | None:
 
 def principal_ids(ctx: RequestContext) -> Mapping[str, str | None]:
     return {"key": ctx.key, "workspace": ctx.workspace, "user": ctx.user}
+
+
+def _per_principal(
+    memo: dict[_PlanKey, tuple[Any, P]],
+    rules: Sequence[Any],
+    ctx: RequestContext,
+    build: Callable[[Any, Mapping[str, str | None]], P],
+) -> P:
+    """`build(rules, principal ids)`, remembered per rule tuple and principal; the entry holds
+    the tuple itself, so a reused id of a tuple since dropped can never match."""
+    key = (id(rules), ctx.key, ctx.workspace, ctx.user)
+    found = memo.get(key)
+    if found is not None and found[0] is rules:
+        return found[1]
+    plan = build(rules, principal_ids(ctx))
+    _remember(memo, key, (rules, plan))
+    return plan
 
 
 def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:

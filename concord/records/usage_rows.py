@@ -151,6 +151,12 @@ def as_row(record: Any) -> Row:
                 if value is not None:
                     values[index] = value
                     break
+    return _finished(values)
+
+
+def _finished(values: list[Any]) -> Row:
+    """The last fix-ups of every row: required values present, `ts` a UTC datetime, an id, and
+    text cut to its column's length."""
     for index, name in _REQUIRED:
         if values[index] is None:
             raise ValueError(f"usage record without {name}")
@@ -178,17 +184,7 @@ def _complete_row(read: tuple[Any, ...]) -> Row:
     for index, default in _FILL:
         if values[index] is None:
             values[index] = default
-    for index, name in _REQUIRED:
-        if values[index] is None:
-            raise ValueError(f"usage record without {name}")
-    ts = values[_TS]
-    if ts is None:
-        values[_TS] = datetime.now(UTC)
-    elif isinstance(ts, int | float):
-        values[_TS] = datetime.fromtimestamp(ts, UTC)
-    values[_ID] = new_id()
-    row = tuple(values)
-    return row if _fits(row) else _fitted(values)
+    return _finished(values)
 
 
 def _fits(row: Row) -> bool:

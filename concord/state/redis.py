@@ -46,27 +46,43 @@ if ARGV[2] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
+# A rate bucket as both scripts read and write it (tokenbucket.py): it stores the units used
+# (`u`) as of its stamp (`t`), which drain at limit/window per second; a missing bucket is full.
+# A bucket is kept only until it would be full again. Numbers are written with %.17g: Lua's
+# tostring keeps 14 digits, which rounds epoch timestamps.
+_BUCKET = """
+local function bucket_level(key, limit, window, now)
+  local s = redis.call('HMGET', key, 'u', 't')
+  local used, ts = tonumber(s[1]) or 0, tonumber(s[2]) or now
+  if limit <= 0 then return 0, ts end
+  if now > ts then used = math.max(0, used - (now - ts) * limit / window) end
+  return limit - used, ts
+end
+local function bucket_store(key, limit, window, level, stamp)
+  local u, t = string.format('%.17g', limit - level), string.format('%.17g', stamp)
+  redis.call('HSET', key, 'u', u, 't', t)
+  local full = 0
+  if limit > 0 then full = (limit - level) * window / limit end
+  redis.call('PEXPIRE', key, math.ceil(full * 1000) + 1000)
+end
+"""
+
 # The whole admission of one request. KEYS: rate bucket hashes (nr), then per budget line its
 # period hash and lease zset (nb), then the cache entry if one is read. ARGV: now, nr, nb, amount
 # units, reservation id, lease expiry, read-cache 1/0, then (limit, cost, window) per bucket, then
 # (limit units or 'inf', hard 1/0, ttl or '') per line. Checks everything before writing anything:
 # a request refused by a bucket touches no budget, one blocked by a budget charges no bucket.
 # Returns {rate ok 1/0, denied bucket, wait, budget ok 1/0, spent, exhausted, blocked, cached}.
-# Numbers are written with %.17g: Lua's tostring keeps 14 digits, which rounds epoch timestamps.
-_ADMIT = """
+_ADMIT = (
+    _BUCKET
+    + """
 local now, nr, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local levels, stamps = {}, {}
 local wait, denied = 0, 0
 for i = 1, nr do
   local a = 7 + 3 * (i - 1)
   local limit, cost, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local s = redis.call('HMGET', KEYS[i], 'u', 't')
-  local used, ts = tonumber(s[1]) or 0, tonumber(s[2]) or now
-  local level = 0
-  if limit > 0 then
-    if now > ts then used = math.max(0, used - (now - ts) * limit / window) end
-    level = limit - used
-  end
+  local level, ts = bucket_level(KEYS[i], limit, window, now)
   levels[i], stamps[i] = level, math.max(now, ts)
   local need = 0
   if limit <= 0 then
@@ -104,12 +120,7 @@ if blocked > 0 then return {1, 0, '0', 0, spent, exhausted, blocked, false} end
 for i = 1, nr do
   local a = 7 + 3 * (i - 1)
   local limit, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3])
-  local level = levels[i] - tonumber(ARGV[a + 2])
-  local u, t = string.format('%.17g', limit - level), string.format('%.17g', stamps[i])
-  redis.call('HSET', KEYS[i], 'u', u, 't', t)
-  local full = 0
-  if limit > 0 then full = (limit - level) * window / limit end
-  redis.call('PEXPIRE', KEYS[i], math.ceil(full * 1000) + 1000)
+  bucket_store(KEYS[i], limit, window, levels[i] - tonumber(ARGV[a + 2]), stamps[i])
 end
 for i = 1, nb do
   local h, z, ttl = KEYS[nr + 2 * i - 1], KEYS[nr + 2 * i], ARGV[b0 + 3 * i]
@@ -125,30 +136,22 @@ local cached = false
 if ARGV[7] == '1' then cached = redis.call('GET', KEYS[nr + 2 * nb + 1]) end
 return {1, 0, '0', 1, spent, exhausted, 0, cached}
 """
+)
 
 # The whole settlement of one request. KEYS: settling rate buckets (nr), budget (hash, zset)
 # pairs (nb), then the cache entry if one is stored. ARGV: now, nr, nb, reservation id, actual
 # units, cache px ('' = none), cache value, then (limit, refund, window) per bucket, then ttl per
 # line. Returns each line's new spend.
-_SETTLE = """
+_SETTLE = (
+    _BUCKET
+    + """
 local now, nr, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, nr do
   local a = 7 + 3 * (i - 1)
   local limit, refund = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local window = tonumber(ARGV[a + 3])
-  local s = redis.call('HMGET', KEYS[i], 'u', 't')
-  local used, ts = tonumber(s[1]) or 0, tonumber(s[2]) or now
-  local level = 0
-  if limit > 0 then
-    if now > ts then used = math.max(0, used - (now - ts) * limit / window) end
-    level = limit - used
-  end
-  level = math.min(limit, level + refund)
-  local u, t = string.format('%.17g', limit - level), string.format('%.17g', math.max(now, ts))
-  redis.call('HSET', KEYS[i], 'u', u, 't', t)
-  local full = 0
-  if limit > 0 then full = (limit - level) * window / limit end
-  redis.call('PEXPIRE', KEYS[i], math.ceil(full * 1000) + 1000)
+  local level, ts = bucket_level(KEYS[i], limit, window, now)
+  bucket_store(KEYS[i], limit, window, math.min(limit, level + refund), math.max(now, ts))
 end
 local spent = {}
 local b0 = 7 + 3 * nr
@@ -168,6 +171,7 @@ if ARGV[6] ~= '' then
 end
 return spent
 """
+)
 
 # Whatever Redis says (connection refused, a timeout, READONLY from a failover replica, OOM,
 # LOADING), the request must still be served (SPEC §1): all of it is "unavailable".
