@@ -21,6 +21,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from concord.deadlines import call_later
 from concord.engine.graph import Decision, Endpoint, Graph, RequestContext
 from concord.gateway.attempts import AttemptsFailed, Job, Served
 from concord.gateway.auth import Principal
@@ -277,7 +278,7 @@ async def _unless_client_leaves(request: Request, work: Awaitable[Served]) -> Se
         listener = asyncio.ensure_future(request.receive())
         listener.add_done_callback(hang_up)
 
-    timer = asyncio.get_running_loop().call_later(LISTEN_AFTER, listen)
+    timer = call_later(LISTEN_AFTER, listen)  # coarse: nearly every call ends long before
     try:
         return await work
     except asyncio.CancelledError:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -27,6 +26,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from concord.deadlines import call_later
 from concord.engine.graph import ProviderSpec
 from concord.providers.base import (
     ContextLengthError,
@@ -48,17 +48,10 @@ Call = Callable[[UpstreamRequest, "str | None"], Awaitable[T]]
 
 # The event that ends a complete stream, per wire; EOF before it means the stream was cut short.
 _TERMINAL = {"openai": "[DONE]", "anthropic": "message_stop"}
-# `send` bounds the whole call with asyncio.timeout, so aiohttp needs no timer of its own; a
-# shared ClientTimeout object also spares building one per request.
-
-
-@functools.lru_cache(maxsize=64)
-def _total_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """aiohttp's whole-call timeout (connect, send, answer, body), one object per value: the
-    attempts' budgets take few distinct values. aiohttp's own timer is cheaper than wrapping the
-    call in `asyncio.timeout`."""
-    return aiohttp.ClientTimeout(total=seconds)
-
+# `send` bounds the whole call with a coarse deadline (`concord.deadlines`), so aiohttp keeps no
+# timer of its own: its per-call timer cost about as much as the cookie jar and the payload
+# lookup together.
+_NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 _URL_CACHE_SIZE = 256  # parsed upstream URLs kept per adapter (Azure's vary with the deployment)
 
@@ -169,11 +162,17 @@ class HTTPProvider:
     # -- internals ---------------------------------------------------------------------------
 
     def session(self) -> aiohttp.ClientSession:
-        """The pooled session, created on first use inside the running loop (SPEC §2.2)."""
+        """The pooled session, created on first use inside the running loop (SPEC §2.2).
+
+        It keeps no cookies: a cookie an upstream sets in answer to one client (a CDN's
+        `__cf_bm`, say) must not ride along on every other client's calls, and a gateway has no
+        use for them. It also spares a cookie-jar lookup per call."""
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             connector = aiohttp.TCPConnector(limit=self.spec.max_connections)
-            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, raise_for_status=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
             self._loop = loop
         return self._session
 
@@ -257,17 +256,33 @@ class HTTPProvider:
     async def _send_once(self, request: UpstreamRequest, key: str | None) -> UpstreamResponse:
         url = self._url(request)
         data = _encode_body(request.body)
-        timeout = _total_timeout(request.timeout)
+        task = asyncio.current_task()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            if task is not None:
+                task.cancel()
+
+        deadline = call_later(request.timeout, expire)
         try:
             async with self.session().post(
-                url, data=data, headers=self._headers(request, key), timeout=timeout
+                url, data=data, headers=self._headers(request, key), timeout=_NO_TIMEOUT
             ) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
+        except asyncio.CancelledError:
+            # ours only when nobody else cancelled the task too (as `asyncio.timeout` decides)
+            if expired and task is not None and task.uncancel() == 0:
+                raise self._timed_out(request) from None
+            raise
         except TimeoutError as error:
-            raise UpstreamTimeout(f"{self.name}: no answer within {request.timeout:g}s") from error
+            raise self._timed_out(request) from error
         except aiohttp.ClientError as error:
             raise UpstreamConnectionError(f"{self.name}: {_describe(error)}") from error
+        finally:
+            deadline.cancel()
         if status >= 400:
             raise self.status_error(status, headers, raw)
         body = _decode_body(raw)
@@ -277,6 +292,9 @@ class HTTPProvider:
                 status=502,
             )
         return UpstreamResponse(status=status, body=body, headers=headers)  # read-only view
+
+    def _timed_out(self, request: UpstreamRequest) -> UpstreamTimeout:
+        return UpstreamTimeout(f"{self.name}: no answer within {request.timeout:g}s")
 
     async def _open_stream(self, request: UpstreamRequest, key: str | None) -> HTTPStream:
         url = self._url(request)

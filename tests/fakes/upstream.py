@@ -139,6 +139,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0  # streams the client abandoned before the end
+        # a `Set-Cookie` value put on every answer, as Cloudflare-fronted providers do
+        self.set_cookie: str | None = None
         self.port = 0
         self._scripts: dict[str, deque[Fault]] = {}
         self._runner: web.AppRunner | None = None
@@ -157,6 +159,7 @@ class FakeUpstream:
 
     async def start(self) -> FakeUpstream:
         app = web.Application()
+        app.on_response_prepare.append(self._add_cookie)
         app.router.add_post("/v1/chat/completions", self._openai("chat"))
         app.router.add_post("/v1/completions", self._openai("completions"))
         app.router.add_post("/v1/embeddings", self._openai("embeddings"))
@@ -236,6 +239,10 @@ class FakeUpstream:
         return NORMAL
 
     # -- handlers ----------------------------------------------------------------------------
+
+    async def _add_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self.set_cookie is not None:
+            response.headers["Set-Cookie"] = self.set_cookie
 
     async def _record(self, request: web.Request) -> tuple[dict[str, Any], Fault]:
         try:

@@ -80,6 +80,24 @@ async def test_openai_chat_success(openai, upstream):
     assert sent.json == chat()
 
 
+async def test_a_cookie_the_upstream_sets_is_never_sent_back(upstream):
+    """One client's answer must not hand a cookie to every later call of the shared session."""
+    upstream.set_cookie = "__cf_bm=tenant-a-session; Path=/; HttpOnly"
+    # a host name, not an IP: cookie jars keep cookies only for names
+    base_url = upstream.openai_url.replace("127.0.0.1", "localhost")
+    spec = ProviderSpec(name="openai", type="openai", base_url=base_url, api_keys=("sk-one",))
+    provider = build_provider(spec)
+    try:
+        for _ in range(2):
+            await provider.send(UpstreamRequest("chat", chat(), timeout=5))
+        stream = await provider.stream(UpstreamRequest("chat", chat(stream=True), timeout=5))
+        await collect(stream)
+    finally:
+        await provider.close()
+    assert len(upstream.requests) == 3
+    assert [sent.headers.get("cookie") for sent in upstream.requests] == [None, None, None]
+
+
 async def test_openai_completions_and_embeddings_paths(openai, upstream):
     completion = await openai.send(
         UpstreamRequest("completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "a b"}, 5)
@@ -169,6 +187,21 @@ async def test_send_timeout(openai, upstream):
         await openai.send(UpstreamRequest("chat", chat(), timeout=0.2))
     assert time.monotonic() - started < 1
     assert caught.value.kind == "timeout"
+
+
+async def test_a_send_cancelled_from_outside_stays_cancelled_and_leaves_no_timeout(
+    openai, upstream
+):
+    """A client hanging up cancels the call: that is not an upstream timeout, and the call's
+    deadline must not fire later into whatever the task does next."""
+    upstream.script("gpt-4o", [Fault(delay=2)])
+    call = asyncio.ensure_future(openai.send(UpstreamRequest("chat", chat(), timeout=0.3)))
+    await asyncio.sleep(0.1)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.4)  # past the call's deadline: this task must not be cancelled
+    assert not asyncio.current_task().cancelling()
 
 
 async def test_stream_first_byte_timeout_is_raised_by_stream(openai, upstream):
