@@ -248,6 +248,23 @@ def concord_argv(config: Path, port: int, tokenizer: bool) -> list[str]:
     return [PYTHON, "-c", NO_TOKENIZER, *serve]
 
 
+def start_upstream(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The fast local upstream, pinned to core 1; returns the process and its base URL."""
+    (work / "upstream.py").write_text(UPSTREAM)
+    port = free_port()
+    upstream = subprocess.Popen(pinned(1, [PYTHON, str(work / "upstream.py"), str(port)]))
+    time.sleep(1.0)
+    return upstream, f"http://127.0.0.1:{port}"
+
+
+def write_config(work: Path, up_url: str) -> Path:
+    """Concord's benchmark config (CONFIG) in `work`, its usage log beside it."""
+    config = work / "concord.yaml"
+    digest = hashlib.sha256(CLIENT_KEY.encode()).hexdigest()
+    config.write_text(CONFIG.format(database=work / "usage.db", digest=digest, upstream=up_url))
+    return config
+
+
 def table(floor: dict[str, float], runs: dict[str, dict[str, float]]) -> str:
     names = list(runs)
     lines = [f"{'metric':<12}{'passthrough':>12}" + "".join(f"{n:>16}{'ratio':>7}" for n in names)]
@@ -273,16 +290,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="concord-bench-"))
     scripts = {"plain": work / "plain.lua"}
     scripts["plain"].write_text(LUA % BODY)
-    (work / "upstream.py").write_text(UPSTREAM)
-    up_port = free_port()
-    upstream = subprocess.Popen(pinned(1, [PYTHON, str(work / "upstream.py"), str(up_port)]))
+    upstream, up_url = start_upstream(work)
     try:
-        time.sleep(1.0)
-        up_url = f"http://127.0.0.1:{up_port}"
-        config = work / "concord.yaml"
-        digest = hashlib.sha256(CLIENT_KEY.encode()).hexdigest()
-        database = work / "usage.db"
-        config.write_text(CONFIG.format(database=database, digest=digest, upstream=up_url))
+        config = write_config(work, up_url)
         modes = {"both": (False, True), "with": (True,), "without": (False,)}[args.tokenizer]
         samples: dict[str, list[dict[str, float]]] = {}
         for _ in range(args.rounds):  # interleaved, so a busy moment hits every proxy alike

@@ -102,6 +102,7 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     query: dict[str, str] = field(default_factory=dict)
+    client_port: int | None = None  # the caller's port: one per pooled connection
 
     @property
     def model(self) -> str | None:
@@ -250,7 +251,11 @@ class FakeUpstream:
         except ValueError:
             body = None
         headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(RecordedRequest(request.path, headers, body, dict(request.query)))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        port = peer[1] if peer else None
+        self.requests.append(
+            RecordedRequest(request.path, headers, body, dict(request.query), port)
+        )
         body = body if isinstance(body, dict) else {}
         model = request.match_info.get("deployment") or body.get("model")
         behaviour = self._next(model, request.path)

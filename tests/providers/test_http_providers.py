@@ -98,6 +98,16 @@ async def test_a_cookie_the_upstream_sets_is_never_sent_back(upstream):
     assert [sent.headers.get("cookie") for sent in upstream.requests] == [None, None, None]
 
 
+async def test_calls_one_after_another_share_one_pooled_connection(openai, upstream):
+    for _ in range(5):
+        await openai.send(UpstreamRequest("chat", chat(), timeout=5))
+    upstream.script("gpt-4o", [Fault(status=500)])
+    with pytest.raises(UpstreamStatusError):
+        await openai.send(UpstreamRequest("chat", chat(), timeout=5))
+    await openai.send(UpstreamRequest("chat", chat(), timeout=5))
+    assert len({sent.client_port for sent in upstream.requests}) == 1
+
+
 async def test_openai_completions_and_embeddings_paths(openai, upstream):
     completion = await openai.send(
         UpstreamRequest("completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "a b"}, 5)
