@@ -178,7 +178,7 @@ class Call:
 def new_request_id() -> str:
     """`req_` and 32 hex digits, as a uuid4 would give, without a getrandom() syscall per request:
     an id must be unique, not unguessable (random reseeds itself in forked workers)."""
-    return f"req_{_bits(128):032x}"
+    return "req_" + _bits(128).to_bytes(16, "big").hex()  # as f"{n:032x}", at half the cost
 
 
 _bits = random.getrandbits

@@ -54,12 +54,13 @@ def access_fields(record: UsageRecord) -> dict[str, Any]:
         "input_tokens": record.input_tokens,
         "output_tokens": record.output_tokens,
         "cached_tokens": record.cached_tokens,
-        "cost_usd": round(record.cost_usd, 8),
-        "latency_ms": round(record.latency_ms, 2),
-        "ttft_ms": round(record.ttft_ms, 2) if record.ttft_ms is not None else None,
+        # 8 and 2 decimals; round(x, n) formats the float as text first: several times the cost
+        "cost_usd": round(record.cost_usd * 1e8) / 1e8,
+        "latency_ms": round(record.latency_ms * 100) / 100,
+        "ttft_ms": round(record.ttft_ms * 100) / 100 if record.ttft_ms is not None else None,
         "attempts": record.attempts,
         "stream": record.stream,
-        "cache": getattr(record, "cache", None) or ("hit" if record.cache_hit else None),
+        "cache": record.cache or ("hit" if record.cache_hit else None),
     }
     if record.request_body is not None:
         fields["request"] = _embedded(record.request_body)
@@ -74,7 +75,6 @@ def _iso_millis(epoch: float) -> str:
     micros = round((epoch - second) * 1e6)  # as datetime rounds a timestamp, then truncated
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    millis = micros // 1000
     prefix = _second_prefix.get(second)
     if prefix is None:
         if len(_second_prefix) > 64:
@@ -82,10 +82,11 @@ def _iso_millis(epoch: float) -> str:
         prefix = _second_prefix[second] = datetime.fromtimestamp(second, UTC).strftime(
             "%Y-%m-%dT%H:%M:%S"
         )
-    return f"{prefix}.{millis:03d}+00:00"
+    return prefix + _MILLIS[micros // 1000]
 
 
 _second_prefix: dict[int, str] = {}
+_MILLIS = [f".{millis:03d}+00:00" for millis in range(1000)]  # a format spec costs more
 
 
 def _embedded(body: bytes | None) -> Any:

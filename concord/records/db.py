@@ -96,13 +96,19 @@ def _bulk_converter(
     kind: sa.types.TypeEngine[Any], dialect: sa.engine.Dialect
 ) -> Callable[[Any], Any] | None:
     """The conversion SQLAlchemy would apply to one column's values, or a cheaper equivalent:
-    booleans go as they are (both drivers take Python's bool), and SQLite's UTC timestamps are
-    written as the same text in one call instead of two layers of Python formatting per row."""
+    booleans go to PostgreSQL as they are and to SQLite as 0/1 (sqlite3 would look a bool up in
+    its adapter registry first, failing two attribute lookups per value), and SQLite's UTC
+    timestamps are written as the same text in one call instead of two layers of Python
+    formatting per row."""
     if isinstance(kind, sa.Boolean):
-        return None
+        return _sqlite_bool if dialect.name == "sqlite" else None
     if isinstance(kind, UTCDateTime) and dialect.name == "sqlite":
         return _sqlite_utc_text
     return kind.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _sqlite_bool(value: bool | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _sqlite_utc_text(value: datetime | None) -> str | None:

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import sqlite
 from concord.records import migrations
 from concord.records.db import (
     Database,
+    _bulk_converter,
     _sqlite_utc_text,
     create_database,
     open_database,
@@ -100,3 +101,14 @@ def test_bulk_inserts_write_sqlite_timestamps_as_sqlalchemy_would(value: datetim
     dialect = sqlite.dialect()
     reference = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
     assert _sqlite_utc_text(value) == reference(value)
+
+
+@pytest.mark.parametrize("value", [True, False, None])
+def test_bulk_inserts_write_sqlite_booleans_as_sqlalchemy_would(value: bool | None) -> None:
+    dialect = sqlite.dialect()
+    reference = sa.Boolean().dialect_impl(dialect).bind_processor(dialect)
+    convert = _bulk_converter(sa.Boolean(), dialect)
+    assert convert is not None
+    written = convert(value)
+    assert written == (reference(value) if reference else value)
+    assert type(written) is (int if value is not None else type(None))
