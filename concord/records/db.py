@@ -9,6 +9,7 @@ event loop runs); `open_database` also upgrades the schema before anyone uses it
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -105,6 +106,18 @@ def _bulk_converter(
     if isinstance(kind, UTCDateTime) and dialect.name == "sqlite":
         return _sqlite_utc_text
     return kind.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _bind_none_directly() -> None:
+    """sqlite3 looks every parameter that is not an exact int, float or str up in its adapter
+    registry; for None, finding nothing costs two failed attribute lookups, each building and
+    dropping an AttributeError (about 2,000 instructions), and a usage row has several NULLs.
+    An adapter that hands None back as it is (a C call) gives the same NULL at once. The
+    registry is the process's: binding None the same way everywhere changes nothing else."""
+    sqlite3.register_adapter(type(None), _SAME_NONE)
+
+
+_SAME_NONE: Callable[[None], None] = {}.get  # {}.get(None) is None: a C-level identity here
 
 
 def _sqlite_bool(value: bool | None) -> int | None:
@@ -245,6 +258,7 @@ async def open_database(
 
 
 def _sqlite_engine(resolved: ResolvedURL, busy_timeout: float) -> AsyncEngine:
+    _bind_none_directly()
     if resolved.memory:
         # One shared connection, or every checkout would see its own empty database.
         engine = create_async_engine(resolved.url, poolclass=StaticPool)
