@@ -118,6 +118,7 @@ class Graph:
         "_workspace_budgets",
         "auth",
         "budgets",
+        "conditional_budgets",
         "files",
         "models",
         "providers",
@@ -144,6 +145,9 @@ class Graph:
     tests: tuple[RoutingTest, ...]
     reads_budget_used: bool  # some `when` reads budget_used: the data plane fetches spend first
     unconditional_budgets: tuple[BudgetRule, ...]  # `budgets[]` without `when` (spend rebuilds)
+    # `budgets[]` with a `when`, by name: a usage row names those it was charged to, so their
+    # spend can be rebuilt too
+    conditional_budgets: Mapping[str, BudgetRule]
 
     def __init__(
         self,
@@ -180,6 +184,8 @@ class Graph:
         init(self, "rate_limits", MappingProxyType(dict(rate_limits)))
         init(self, "budgets", tuple(node.rule for node in budgets))
         init(self, "unconditional_budgets", tuple(n.rule for n in budgets if n.test is None))
+        conditional = {n.rule.name: n.rule for n in budgets if n.test is not None}
+        init(self, "conditional_budgets", MappingProxyType(conditional))
         init(self, "tests", tests)
         init(self, "_budget_nodes", budgets)
         init(self, "_routes", routes)

@@ -170,9 +170,20 @@ class Call:
             attempts=self.calls,
             stream=bool(ctx and ctx.stream),
             error_type=error,
+            budgets=_charged(self.graph, self.decision),
             request_body=self.request_body,
             response_body=self.response_body,
         )
+
+
+def _charged(graph: Graph, decision: Decision | None) -> str | None:
+    """The `budgets[]` with a `when` this request counts against, as the usage log keeps them
+    (",a,b,"): at start-up their spend is rebuilt from the rows that name them (SPEC §2.6)."""
+    conditional = graph.conditional_budgets
+    if not conditional or decision is None:
+        return None
+    names = [rule.name for rule in decision.budgets if rule.name in conditional]
+    return f",{','.join(names)}," if names else None
 
 
 def new_request_id() -> str:

@@ -40,6 +40,7 @@ class UsageRecord:
     stream: bool = False
     error_type: str | None = None
     key_id: str | None = None  # database keys: the id admin lists show (SPEC §5)
+    budgets: str | None = None  # ",name,name,": the `budgets[]` with a `when` it was charged to
     # `server.log_bodies` (SPEC §7): the client's request and the JSON answer, as sent
     request_body: bytes | None = None
     response_body: bytes | None = None

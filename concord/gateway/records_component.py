@@ -254,17 +254,23 @@ async def rebuild_budgets(
     """SPEC §2.6 with a per-process state backend: seed each budget's current-period spend from
     the usage log, so a restart does not hand out a fresh budget. Returns the counters seeded.
 
-    Budgets with a `when` are skipped: the log does not say which requests matched it.
-    `BudgetKeeper.seed` never lowers a spend, so running this again (after a reload) is safe.
+    Budgets with a `when` count only the rows that name them (the `budgets` column; rows
+    written before it existed name none). `BudgetKeeper.seed` never lowers a spend, so running
+    this again (after a reload) is safe.
     """
     now = now or datetime.now(UTC)
-    spend: dict[tuple[str, str], Mapping[str | None, float]] = {}
+    Spent = Mapping[str | None, float]
+    spend: dict[tuple[str, str, str | None], Spent] = {}
 
-    async def spent(scope: str, period: str) -> Mapping[str | None, float]:
-        if (scope, period) not in spend:
+    async def spent(scope: str, period: str, budget: str | None = None) -> Spent:
+        if (scope, period, budget) not in spend:
             since = period_start(period, now)
-            spend[scope, period] = await usage.spend_by(scope, since=since)  # type: ignore[arg-type]
-        return spend[scope, period]
+            spend[scope, period, budget] = await usage.spend_by(
+                scope,  # type: ignore[arg-type]
+                since=since,
+                budget=budget,
+            )
+        return spend[scope, period, budget]
 
     budgets = {name: ws.budget for name, ws in graph.workspaces.items() if ws.budget is not None}
     if directory is not None:  # SPEC §2.6: workspaces created through the admin API too
@@ -278,8 +284,10 @@ async def rebuild_budgets(
         if amount > 0:
             await keeper.seed(rule, name, amount, now=now.timestamp())
             seeded += 1
-    for rule in graph.unconditional_budgets:
-        for ident, amount in (await spent(rule.scope, rule.period)).items():
+    rules = [(rule, None) for rule in graph.unconditional_budgets]
+    rules += [(rule, name) for name, rule in graph.conditional_budgets.items()]
+    for rule, only in rules:
+        for ident, amount in (await spent(rule.scope, rule.period, only)).items():
             ident = "*" if rule.scope == "global" else ident  # concord.state.principal.scope_id
             if ident and amount > 0:
                 await keeper.seed(rule, ident, amount, now=now.timestamp())

@@ -107,9 +107,15 @@ def _v2_usage_cache_and_ttft(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE usage ADD COLUMN ttft_ms FLOAT")
 
 
+def _v3_usage_budgets(conn: Connection) -> None:
+    """Usage names the conditional budgets each request was charged to (SPEC §2.6 rebuilds)."""
+    conn.exec_driver_sql("ALTER TABLE usage ADD COLUMN budgets VARCHAR(1000)")
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema", _v1_initial),
     Step(2, "usage.cached_tokens and usage.ttft_ms", _v2_usage_cache_and_ttft),
+    Step(3, "usage.budgets", _v3_usage_budgets),
 )
 LATEST = STEPS[-1].version
 

@@ -32,6 +32,11 @@ _SCOPE_COLUMNS: Mapping[str, Any] = {
 DEFAULT_WINDOW = timedelta(hours=24)
 
 
+def _charged_to(budget: str) -> sa.ColumnElement[bool]:
+    """Rows whose `budgets` (",a,b,") name `budget`; `%` and `_` in a name match themselves."""
+    return usage.c.budgets.contains(f",{budget},", autoescape=True)
+
+
 def period_start(period: str, now: datetime | None = None) -> datetime:
     """Start of the current calendar period in UTC (SPEC §2.6: day, week, month)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
@@ -114,11 +119,15 @@ class UsageQueries:
         since: datetime,
         until: datetime | None = None,
         user: str | None = None,
+        budget: str | None = None,
     ) -> float:
-        """USD spent since `since` (by workspace, key name and/or user when given)."""
+        """USD spent since `since` (by workspace, key name and/or user when given; `budget`:
+        only what was charged to that conditional budget)."""
         query = sa.select(sa.func.coalesce(sa.func.sum(usage.c.cost_usd), 0.0)).where(
             usage.c.ts >= since
         )
+        if budget is not None:
+            query = query.where(_charged_to(budget))
         if until is not None:
             query = query.where(usage.c.ts < until)
         if workspace is not None:
@@ -130,17 +139,22 @@ class UsageQueries:
         async with self._db.connect() as conn:
             return float((await conn.execute(query)).scalar() or 0.0)
 
-    async def spend_by(self, scope: SpendScope, *, since: datetime) -> dict[str | None, float]:
+    async def spend_by(
+        self, scope: SpendScope, *, since: datetime, budget: str | None = None
+    ) -> dict[str | None, float]:
         """USD spent since `since` per workspace, key name or user (or `{None: total}` for
-        global): what a budget needs to rebuild its counters at start-up."""
+        global): what a budget needs to rebuild its counters at start-up. `budget` counts only
+        the rows charged to that conditional budget (the `budgets` column)."""
         if scope == "global":
-            return {None: await self.spend(since=since)}
+            return {None: await self.spend(since=since, budget=budget)}
         column = _SCOPE_COLUMNS[scope]
         query = (
             sa.select(column, sa.func.sum(usage.c.cost_usd))
             .where(usage.c.ts >= since)
             .group_by(column)
         )
+        if budget is not None:
+            query = query.where(_charged_to(budget))
         async with self._db.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {name: float(total or 0.0) for name, total in rows}

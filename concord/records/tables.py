@@ -105,6 +105,9 @@ usage = sa.Table(
     # added by migration v2
     sa.Column("cached_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("ttft_ms", sa.Float, nullable=True),
+    # added by migration v3: the `budgets[]` with a `when` the request was charged to, as
+    # ",name,name," (NULL for none), so their spend can be rebuilt from this log
+    sa.Column("budgets", sa.String(1000), nullable=True),
     sa.Index("ix_usage_ts", "ts"),
     sa.Index("ix_usage_workspace_ts", "workspace", "ts"),
     sa.Index("ix_usage_key_ts", "key_id", "ts"),

@@ -69,6 +69,7 @@ class UsageRecord:
     cache_hit: bool = False
     attempts: int = 1
     error_type: str | None = None
+    budgets: str | None = None  # ",name,name,": the conditional budgets charged
     id: str = field(default_factory=new_id)
 
     @classmethod

@@ -49,6 +49,31 @@ def test_budget_spend_survives_a_restart(
     assert acme["spend_usd"] == pytest.approx(0.012)
 
 
+def test_a_conditional_budget_is_rebuilt_from_the_rows_charged_to_it(
+    deploy: Callable[..., Deployment], database_url: str, upstream: FakeUpstream
+) -> None:
+    """A `budgets[]` rule with a `when` counts, after a restart, exactly the requests it matched:
+    the claude calls of the same key cost more than the whole budget and must not count."""
+    upstream.script("gpt-up", [Fault(usage=PRICED)] * 10)
+    upstream.script("claude-up", [Fault(usage=PRICED)] * 10)  # $0.009 each
+    extra = """
+        budgets:
+          - {name: gpt_spend, scope: key, limit_usd: 0.01, period: day, when: {model: gpt}}
+        """
+    deployment = deploy(database_url, extra)
+    first = deployment.start()
+    assert ask_as(first, DECLARED_KEY).status_code == 200  # $0.006 of $0.01
+    assert [ask_as(first, DECLARED_KEY, "claude").status_code for _ in range(2)] == [200, 200]
+    first.terminate()
+
+    second = deployment.start()  # memory state starts empty: spend comes from the usage log
+    assert ask_as(second, DECLARED_KEY).status_code == 200  # $0.006 rebuilt: room for one more
+    refused = ask_as(second, DECLARED_KEY)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "budget_exceeded"
+    assert ask_as(second, DECLARED_KEY, "claude").status_code == 200  # not this budget's
+
+
 def test_declared_workspaces_follow_the_config_on_reload(
     deploy: Callable[..., Deployment],
 ) -> None:

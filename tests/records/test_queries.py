@@ -124,6 +124,31 @@ async def test_spend_since_filters_by_workspace_key_and_user(
     }
 
 
+async def test_spend_charged_to_a_conditional_budget_counts_only_rows_naming_it(
+    database: Database, tmp_path: Path
+) -> None:
+    writer = UsageWriter(database, tmp_path / "journal")
+    charged = [(",gpt_spend,", 1.0), (",gpt_spend,other,", 2.0), (",gptXspend,", 4.0), (None, 8.0)]
+    for i, (budgets, cost) in enumerate(charged):
+        ts = NOW - timedelta(hours=1)
+        record = UsageRecord(
+            request_id=f"b{i}", workspace="acme", status=200, ts=ts, key_name="ci", cost_usd=cost
+        )
+        record.budgets = budgets
+        writer.record(record)
+    await writer.aclose()
+    queries = UsageQueries(database)
+    since = NOW - timedelta(hours=24)
+    # `_` in a name matches only itself, not any character as in LIKE
+    assert await queries.spend_by("key", since=since, budget="gpt_spend") == {
+        "ci": pytest.approx(3.0)
+    }
+    assert await queries.spend_by("global", since=since, budget="other") == {
+        None: pytest.approx(2.0)
+    }
+    assert await queries.spend(since=since, budget="nothing") == 0.0
+
+
 @pytest.mark.parametrize(
     ("period", "start"),
     [
