@@ -45,6 +45,8 @@ log = logging.getLogger("concord.state")
 # Spend settled during an outage, waiting to be added to the primary; bounded so that a long
 # outage cannot grow memory without limit (the usage log still has every request).
 _MAX_PENDING = 100_000
+# Budget periods whose latest spend is noted before they are all handed to the fallback at once
+_MAX_SEEN = 10_000
 
 
 class ResilientState:
@@ -66,6 +68,9 @@ class ResilientState:
         self._retry_at = 0.0
         self._failures = 0
         self._pending: deque[tuple[BudgetReservation, float]] = deque(maxlen=_MAX_PENDING)
+        # The primary's latest spend per budget period, (spent, ttl), for the fallback to start
+        # from when the primary is lost (`_seed_fallback`)
+        self._seen: dict[tuple[str, str], tuple[float, float | None]] = {}
         self._flush_task: asyncio.Task[None] | None = None
 
     @property
@@ -99,6 +104,7 @@ class ResilientState:
         self._retry_at = time.monotonic() + self.retry_interval
         if not self._down:
             self._down = True
+            self._seed_fallback()
             log.warning("%s; serving with failure=%s", exc, self.failure)
 
     def _refuse_if_closed(self) -> None:
@@ -327,8 +333,19 @@ class ResilientState:
             self._mark_down(exc)
 
     def _remember_now(self, lines: Sequence[BudgetLine], spent: Sequence[float]) -> None:
+        """Note each line's spend as the primary reported it: one dict write per line on every
+        request, where seeding the fallback each time cost several times as much. The fallback
+        gets them when the primary is lost, so an outage does not start budgets from zero."""
+        seen = self._seen
         for line, value in zip(lines, spent, strict=True):
-            self.fallback.seed_now(line.key, line.period_id, value, ttl=line.ttl)
+            seen[line.key, line.period_id] = (value, line.ttl)
+        if len(seen) > _MAX_SEEN:
+            self._seed_fallback()
+
+    def _seed_fallback(self) -> None:
+        seen, self._seen = self._seen, {}
+        for (key, period_id), (value, ttl) in seen.items():
+            self.fallback.seed_now(key, period_id, value, ttl=ttl)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

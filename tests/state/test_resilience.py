@@ -11,13 +11,16 @@ import pytest
 from concord.engine.graph import BudgetRule, RateLimitRule
 from concord.state import (
     BudgetKeeper,
+    BudgetLine,
     CachedResponse,
     MemoryState,
     RateLimited,
     RateLimiter,
     ResilientState,
     ResponseCache,
+    Settlement,
     StateUnavailable,
+    Ticket,
     open_state,
 )
 from concord.state.redis import RedisState
@@ -116,4 +119,27 @@ async def test_recovers_when_redis_returns_and_replays_outage_spend(
             break
         await asyncio.sleep(0.01)
     assert await keeper.used(BUDGET, IDS) == pytest.approx(0.75)
+    await state.close()
+
+
+async def test_the_one_call_path_hands_its_spend_to_the_fallback_when_redis_is_lost(
+    redis_process: RedisProcess,
+) -> None:
+    """Spend admitted and settled through `admit`/`settle` (the guards' path) while Redis was up
+    is where the fallback starts when it goes down: an outage does not reset a budget."""
+    primary = RedisState.from_url(redis_process.url, key_prefix="t1:", timeout=0.5)
+    state = ResilientState(primary, failure="open", retry_interval=5)
+    line = BudgetLine("b:acme", "2027-01", 1.0)
+    admitted = await state.admit(Ticket((), (line,), 0.5))
+    assert admitted.budget is not None and admitted.budget.reservation is not None
+    state.settle(Settlement(budget=admitted.budget.reservation, cost=0.75))
+    again = await state.admit(Ticket((), (line,), 0.1))  # reports the settled $0.75
+    assert again.budget is not None and again.budget.spent == (pytest.approx(0.75),)
+
+    redis_process.stop()
+    local = await state.admit(Ticket((), (line,), 0.5))
+    assert not state.healthy
+    assert local.budget is not None and local.budget.spent == (pytest.approx(0.75),)
+    refused = await state.admit(Ticket((), (line,), 0.1))  # $0.75 spent + $0.5 in flight
+    assert refused.budget is not None and refused.budget.blocked_by == 0
     await state.close()
