@@ -49,8 +49,7 @@ Call = Callable[[UpstreamRequest, "str | None"], Awaitable[T]]
 # The event that ends a complete stream, per wire; EOF before it means the stream was cut short.
 _TERMINAL = {"openai": "[DONE]", "anthropic": "message_stop"}
 # `send` bounds the whole call with a coarse deadline (`concord.deadlines`), so aiohttp keeps no
-# timer of its own: its per-call timer cost about as much as the cookie jar and the payload
-# lookup together.
+# timer of its own: a loop timer set and cancelled per call was about 3% of the call's work.
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 _URL_CACHE_SIZE = 256  # parsed upstream URLs kept per adapter (Azure's vary with the deployment)
@@ -272,7 +271,7 @@ class HTTPProvider:
             )
             try:
                 # reading to the end hands the connection back to the pool; the context
-                # manager's exit would also wait on the body writer, ~6% of the call's work
+                # manager's exit cost about 6% of the call's instructions on top
                 raw = await response.read()
             except BaseException:
                 response.close()
