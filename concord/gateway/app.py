@@ -12,6 +12,7 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -315,18 +316,45 @@ def create_app(config_path: str, *, env: Mapping[str, str] | None = None) -> Sta
     return create_app_from_graph(graph, config_path=config_path, **seams)
 
 
-def app_from_env() -> Starlette:
+def app_from_env(retry_every: float = 1.0) -> Starlette:
     """Factory for `uvicorn --factory` with several workers: the config path is in the env.
 
     Runs in each worker before it serves. SIGHUP is ignored until the reloader takes it over (the
-    supervisor passes SIGHUP on, and a worker just starting must not die of it); an invalid
-    config ends the worker with its diagnostics, as `concord serve` reports them, not a traceback.
+    supervisor passes SIGHUP on, and a worker just starting must not die of it).
+
+    `concord serve` checks the config before it starts any worker, so a worker finds the file
+    invalid only when it replaces one that died after a bad edit. Exiting then would only have
+    the supervisor start it again, and again: instead it says what is wrong (once per distinct
+    problem, as `concord serve` reports it) and reads the file again every `retry_every` seconds
+    until it loads, while the other workers go on serving their last good config.
     """
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     path = os.environ[CONFIG_ENV]
     try:
         return create_app(path)
     except ConfigError as exc:
-        diagnostics = textwrap.indent(str(exc), "  ")
-        message = f"concord serve: {path} is not a valid configuration:\n{diagnostics}"
-        raise SystemExit(message) from None
+        error = exc
+    # Nothing is served while waiting, so SIGTERM and SIGINT end the worker at once (uvicorn's
+    # own handlers would only note them for a server that has not started).
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {stop: signal.signal(stop, signal.SIG_DFL) for stop in stops}
+    try:
+        reported = ""
+        while True:
+            if str(error) != reported:
+                reported = str(error)
+                print(
+                    f"concord serve: {path} is not a valid configuration; this worker waits for "
+                    f"a valid one (the other workers keep serving):\n"
+                    + textwrap.indent(reported, "  "),
+                    file=sys.stderr,
+                    flush=True,
+                )
+            time.sleep(retry_every)
+            try:
+                return create_app(path)
+            except ConfigError as exc:
+                error = exc
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)

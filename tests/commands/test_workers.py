@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from concord.gateway.app import CONFIG_ENV, app_from_env
+from concord.gateway.app import CONFIG_ENV, app_from_env, create_app
 
 
 @pytest.fixture
@@ -29,16 +29,38 @@ def worker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) 
 
 
 @pytest.mark.usefixtures("restore_sighup")
-def test_a_worker_with_an_invalid_config_says_where_and_exits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_worker_with_an_invalid_config_says_where_once_and_waits_for_a_valid_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A worker replacing one that died after a bad edit must not exit (the supervisor would
+    start it again and again): it reports the problem once and starts when the file is fixed."""
     config = worker_config(tmp_path, monkeypatch, "nowhere/m")
-    with pytest.raises(SystemExit) as exited:
-        app_from_env()
-    message = str(exited.value.code)
-    assert message.startswith(f"concord serve: {config} is not a valid configuration:")
+    valid = config.read_text().replace("nowhere/m", "demo/m")
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:  # the operator fixes the file
+            config.write_text(valid)
+
+    monkeypatch.setattr("concord.gateway.app.time.sleep", wait)
+    sigterm_at_load: list[object] = []
+
+    def load(path: str) -> object:
+        sigterm_at_load.append(signal.getsignal(signal.SIGTERM))
+        return create_app(path)
+
+    monkeypatch.setattr("concord.gateway.app.create_app", load)
+    before = signal.getsignal(signal.SIGTERM)
+    app = app_from_env(retry_every=0.25)
+    assert app is not None and waits == [0.25, 0.25, 0.25]
+    message = capsys.readouterr().err
+    assert message.count("is not a valid configuration") == 1  # the same problem, said once
+    assert message.startswith(f"concord serve: {config} is not a valid configuration;")
     assert f"{config}:4:" in message  # file:line:col of the unknown provider
     assert "Traceback" not in message
+    assert sigterm_at_load[1:] == [signal.SIG_DFL] * 3  # waiting: SIGTERM ends it at once
+    assert signal.getsignal(signal.SIGTERM) is before  # then the server's handlers are back
 
 
 @pytest.mark.usefixtures("restore_sighup")

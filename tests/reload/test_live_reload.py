@@ -277,3 +277,40 @@ def test_sighup_reloads_every_worker_in_place(serve: StartServer) -> None:
         assert eventually(lambda: {t for t, _ in reloads()} == {"signal"}, timeout=10)
     assert _children(server.process.pid) == workers
     assert server.process.poll() is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker pids from /proc")
+def test_a_worker_replaced_while_the_file_is_invalid_waits_for_a_valid_one(
+    serve: StartServer,
+) -> None:
+    """A worker that dies after a bad edit is replaced by one that waits for a valid file
+    instead of exiting, being replaced, and exiting again; the other worker serves meanwhile."""
+    server = serve(workers=2)
+    supervisor = server.process.pid
+    assert eventually(lambda: len(_children(supervisor)) == 2, timeout=15)
+    write_atomic(server.config, "version: 1\nproviders: [unclosed\n")
+    victim = min(_children(supervisor))
+    os.kill(victim, signal.SIGKILL)
+    assert eventually(
+        lambda: len(_children(supervisor)) == 2 and victim not in _children(supervisor),
+        timeout=10,
+    )
+    workers = _children(supervisor)
+    time.sleep(3)  # a worker that exited on the bad file would have been replaced by now
+    assert _children(supervisor) == workers
+    assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
+    log = server.log.read_text()
+    assert log.count("this worker waits for a valid one") == 1
+
+    write_atomic(server.config, gateway_yaml(server.port, "", use="beta"))  # fixed
+    fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection: any worker may answer
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server.url, limits=fresh, headers=admin, timeout=5) as client:
+
+        def serving() -> int:
+            """Workers answering 20 fresh connections, told apart by when they loaded."""
+            return len({client.get("/_admin/config").json()["loaded_at"] for _ in range(20)})
+
+        assert eventually(lambda: serving() == 2, timeout=15)
+    assert _children(supervisor) == workers
+    assert server.process.poll() is None
