@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 
 from concord.gateway.record import UsageRecord
-from concord.observability.tallies import Family, Tallies, count, observe
+from concord.observability.tallies import Family, Labels, Tallies, count, observe
 from concord.providers.base import UpstreamError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -116,6 +116,33 @@ REQUEST_FAMILIES = (
 )
 
 
+class _Series:
+    """A prometheus-client metric's children by label values, each looked up once: label values
+    come from the config and small fixed sets (module docstring), and no series is removed."""
+
+    __slots__ = ("children", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[Labels, Any] = {}
+
+    def child(self, labels: Labels) -> Any:
+        child = self.children.get(labels)
+        if child is None:
+            child = self.children[labels] = self.metric.labels(*labels)
+        return child
+
+
+def _count_shared(series: _Series, labels: Labels, amount: float = 1) -> None:
+    """`tallies.count` for a prometheus-client counter."""
+    series.child(labels).inc(amount)
+
+
+def _observe_shared(series: _Series, labels: Labels, bounds: Sequence[float], value: float) -> None:
+    """`tallies.observe` for a prometheus-client histogram (its buckets are its own)."""
+    series.child(labels).observe(value)
+
+
 def _shared(family: Family, registry: CollectorRegistry) -> Any:
     """`family` as a prometheus-client metric (its values shared between worker processes)."""
     if family.buckets is None:
@@ -131,32 +158,28 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        if multiprocess_dir() is None:  # one process: plain tallies, exposed when scraped
-            self._tallies: Tallies | None = Tallies(REQUEST_FAMILIES)
-            r.register(self._tallies)
-            tables = self._tallies.tables
-            self._requests = tables[REQUESTS.name]
-            self._latency = tables[REQUEST_LATENCY.name]
-            self._upstream_latency = tables[UPSTREAM_LATENCY.name]
-            self._upstream_calls = tables[UPSTREAM_CALLS.name]
-            self._ttft = tables[TTFT.name]
-            self._tokens = tables[TOKENS.name]
-            self._cost = tables[COST.name]
-            self._cache_hits = tables[CACHE_HITS.name]
-            self._cache_misses = tables[CACHE_MISSES.name]
-        else:  # workers: prometheus-client metrics, whose values the processes share
-            self._tallies = None
-            (
-                self.requests,
-                self.request_latency,
-                self.upstream_latency,
-                self.upstream_calls,
-                self.ttft,
-                self.tokens,
-                self.cost,
-                self.cache_hits,
-                self.cache_misses,
-            ) = (_shared(family, r) for family in REQUEST_FAMILIES)
+        # The per-request families: plain tallies in one process, exposed when scraped; under
+        # workers prometheus-client metrics, whose values the processes share. `record` and
+        # `attempt` update either through `_count` and `_observe`.
+        if multiprocess_dir() is None:
+            tallies = Tallies(REQUEST_FAMILIES)
+            r.register(tallies)
+            series: list[Any] = [tallies.tables[family.name] for family in REQUEST_FAMILIES]
+            self._count, self._observe = count, observe
+        else:
+            series = [_Series(_shared(family, r)) for family in REQUEST_FAMILIES]
+            self._count, self._observe = _count_shared, _observe_shared
+        (
+            self._requests,
+            self._latency,
+            self._upstream_latency,
+            self._upstream_calls,
+            self._ttft,
+            self._tokens,
+            self._cost,
+            self._cache_hits,
+            self._cache_misses,
+        ) = series
         self.retries = Counter(
             "concord_retries", "Retries of the same target.", ["target"], registry=r
         )
@@ -194,10 +217,6 @@ class Metrics:
             registry=r,
         )
         self._version: str | None = None
-        # bound methods of the per-request series, by label values (see `_request_series`)
-        self._requests_cache: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
-        self._spend_cache: dict[tuple[str, str, str], Callable[[float], None]] = {}
-        self._attempt_cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         for result in ("ok", "error"):
             self.reloads.labels(result)  # both series exist from the start, at 0
 
@@ -205,36 +224,7 @@ class Metrics:
 
     def record(self, record: UsageRecord) -> None:
         """Count one finished request (a Recorder: cheap, never blocks)."""
-        if self._tallies is not None:
-            self._tally(record)
-            return
-        route = record.route or NONE
-        model = record.model or NONE
-        provider = record.provider or NONE
-        status = record.status
-        count_request, observe_latency = self._request_series(route, model, provider, status)
-        count_request()
-        observe_latency(record.latency_ms / 1000)
-        if record.ttft_ms is not None:
-            self.ttft.labels(model, provider).observe(record.ttft_ms / 1000)
-        if record.model is not None:
-            workspace = record.workspace
-            for kind, count in (
-                ("input", record.input_tokens),
-                ("output", record.output_tokens),
-                ("cached", record.cached_tokens),
-                ("cost", record.cost_usd),
-            ):
-                if count:  # a series appears with its first non-zero count, never at 0
-                    self._spend_series(workspace, model, kind)(count)
-        cache = _cache_result(record)
-        if cache == "hit":
-            self.cache_hits.labels(model).inc()
-        elif cache == "miss":
-            self.cache_misses.labels(model).inc()
-
-    def _tally(self, record: UsageRecord) -> None:
-        """`record` for one process: the same series, counted in the tallies' tables."""
+        count, observe = self._count, self._observe
         route = record.route or NONE
         model = record.model or NONE
         provider = record.provider or NONE
@@ -258,51 +248,9 @@ class Metrics:
         elif cache == "miss":
             count(self._cache_misses, (model,))
 
-    def _request_series(
-        self, route: str, model: str, provider: str, status: int
-    ) -> tuple[Callable[[], None], Callable[[float], None]]:
-        """`requests.inc` and `request_latency.observe` for these labels, looked up once.
-
-        Label values come from the config and small fixed sets (module docstring), so the cache
-        is as bounded as the series themselves; no series is ever removed, so an entry stays valid.
-        """
-        key = (route, model, provider, status)
-        series = self._requests_cache.get(key)
-        if series is None:
-            series = (
-                self.requests.labels(route, model, provider, str(status)).inc,
-                self.request_latency.labels(route, model).observe,
-            )
-            self._requests_cache[key] = series
-        return series
-
-    def _spend_series(self, workspace: str, model: str, kind: str) -> Callable[[float], None]:
-        """`inc` of a token counter (`kind` input, output, cached) or of the cost counter."""
-        key = (workspace, model, kind)
-        inc = self._spend_cache.get(key)
-        if inc is None:
-            if kind == "cost":
-                inc = self.cost.labels(workspace, model).inc
-            else:
-                inc = self.tokens.labels(workspace, model, kind).inc
-            self._spend_cache[key] = inc
-        return inc
-
     def attempt(self, provider: str, target: str, seconds: float, result: str) -> None:
-        if self._tallies is not None:
-            observe(self._upstream_latency, (provider, target), LATENCY_BUCKETS, seconds)
-            count(self._upstream_calls, (provider, target, result))
-            return
-        key = (provider, target, result)
-        series = self._attempt_cache.get(key)
-        if series is None:
-            series = (
-                self.upstream_latency.labels(provider, target).observe,
-                self.upstream_calls.labels(provider, target, result).inc,
-            )
-            self._attempt_cache[key] = series
-        series[0](seconds)
-        series[1]()
+        self._observe(self._upstream_latency, (provider, target), LATENCY_BUCKETS, seconds)
+        self._count(self._upstream_calls, (provider, target, result))
 
     def retried(self, target: str) -> None:
         self.retries.labels(target).inc()
