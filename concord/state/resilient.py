@@ -168,7 +168,7 @@ class ResilientState:
                 self._mark_down(exc)
             else:
                 self._mark_up()
-                await self._remember(lines, verdict.spent)
+                self._remember_now(lines, verdict.spent)
                 return verdict
         self._refuse_if_closed()
         verdict = await self.fallback.budget_reserve(lines, amount, now)
@@ -192,7 +192,7 @@ class ResilientState:
                 self._mark_down(exc)
             else:
                 self._mark_up()
-                await self._remember(reservation.lines, spent)
+                self._remember_now(reservation.lines, spent)
                 return spent
         # The primary's lease on the reservation expires by itself; keep the spend for replay.
         self._pending.append((reservation, actual))
@@ -206,16 +206,12 @@ class ResilientState:
                 self._mark_down(exc)
             else:
                 self._mark_up()
-                for (key, period_id), value in zip(periods, spent, strict=True):
-                    await self.fallback.budget_seed(key, period_id, value)
+                self._seen.update(zip(periods, ((value, None) for value in spent), strict=True))
+                if len(self._seen) > _MAX_SEEN:  # as `_remember_now` notes spend
+                    self._seed_fallback()
                 return spent
         self._refuse_if_closed()
         return await self.fallback.budget_spent(periods)
-
-    async def _remember(self, lines: Sequence[BudgetLine], spent: Sequence[float]) -> None:
-        """Keep the fallback's spend up to date, so an outage does not start budgets from zero."""
-        for line, value in zip(lines, spent, strict=True):
-            await self.fallback.budget_seed(line.key, line.period_id, value, ttl=line.ttl)
 
     async def budget_seed(
         self, key: str, period_id: str, spent: float, *, ttl: float | None = None
