@@ -326,10 +326,12 @@ def app_from_env(retry_every: float = 1.0) -> Starlette:
     invalid only when it replaces one that died after a bad edit. Exiting then would only have
     the supervisor start it again, and again: instead it says what is wrong (once per distinct
     problem, as `concord serve` reports it) and reads the file again every `retry_every` seconds
-    until it loads, while the other workers go on serving their last good config.
+    until it loads, while the other workers go on serving their last good config. It stops
+    waiting when told to stop, or when the supervisor is gone.
     """
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     path = os.environ[CONFIG_ENV]
+    supervisor = os.getppid()
     try:
         return create_app(path)
     except ConfigError as exc:
@@ -340,7 +342,7 @@ def app_from_env(retry_every: float = 1.0) -> Starlette:
     previous = {stop: signal.signal(stop, signal.SIG_DFL) for stop in stops}
     try:
         reported = ""
-        while True:
+        while not any(map(_stop_noted_by, previous.values())):
             if str(error) != reported:
                 reported = str(error)
                 print(
@@ -351,10 +353,19 @@ def app_from_env(retry_every: float = 1.0) -> Starlette:
                     flush=True,
                 )
             time.sleep(retry_every)
+            if os.getppid() != supervisor:
+                break  # orphaned: no one is left to pass requests or a stop on
             try:
                 return create_app(path)
             except ConfigError as exc:
                 error = exc
+        raise SystemExit(0)
     finally:
         for stop, handler in previous.items():
             signal.signal(stop, handler)
+
+
+def _stop_noted_by(handler: object) -> bool:
+    """Whether the signal handler in place before the wait (uvicorn's server, a bound method) has
+    already noted a stop: one that came while the worker started would otherwise go unheeded."""
+    return getattr(getattr(handler, "__self__", None), "should_exit", False) is True

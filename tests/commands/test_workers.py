@@ -71,3 +71,60 @@ def test_a_starting_worker_ignores_sighup_until_its_reloader_takes_it(
     worker_config(tmp_path, monkeypatch, "demo/m")
     app_from_env()
     assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+
+
+def wait_at_most(times: int, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Stubs the worker's sleep: each wait is noted, and one past `times` fails the test."""
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        assert len(sleeps) <= times, "the worker goes on waiting"
+
+    monkeypatch.setattr("concord.gateway.app.time.sleep", sleep)
+    return sleeps
+
+
+class _StartingServer:
+    """Stands for uvicorn's server, whose SIGTERM handler only notes a stop while it starts."""
+
+    should_exit = False
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        self.should_exit = True
+
+
+@pytest.mark.usefixtures("restore_sighup")
+def test_a_stop_that_came_while_the_worker_started_is_heeded_instead_of_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`concord serve` stopping while a replacement worker starts on a bad file: the server's
+    handler noted the SIGTERM, and a worker that waited anyway would keep the supervisor from
+    ever finishing its shutdown."""
+    worker_config(tmp_path, monkeypatch, "nowhere/m")
+    server = _StartingServer()
+    previous = signal.signal(signal.SIGTERM, server.handle_exit)
+    try:
+        signal.raise_signal(signal.SIGTERM)
+        sleeps = wait_at_most(3, monkeypatch)
+        with pytest.raises(SystemExit) as stopped:
+            app_from_env()
+        assert stopped.value.code == 0 and sleeps == []
+        assert signal.getsignal(signal.SIGTERM) == server.handle_exit  # the server's, for its exit
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.usefixtures("restore_sighup")
+def test_a_waiting_worker_whose_supervisor_is_gone_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A supervisor killed outright cannot stop its workers: one waiting for a valid file would
+    wait forever, orphaned, with nothing to serve for."""
+    worker_config(tmp_path, monkeypatch, "nowhere/m")
+    parents = iter([4242, 4242, 1])  # at start, after the first wait, after the second
+    monkeypatch.setattr("concord.gateway.app.os.getppid", lambda: next(parents))
+    sleeps = wait_at_most(3, monkeypatch)
+    with pytest.raises(SystemExit) as stopped:
+        app_from_env(retry_every=0.5)
+    assert stopped.value.code == 0 and sleeps == [0.5, 0.5]

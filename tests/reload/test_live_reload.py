@@ -287,22 +287,6 @@ def test_a_worker_replaced_while_the_file_is_invalid_waits_for_a_valid_one(
     instead of exiting, being replaced, and exiting again; the other worker serves meanwhile."""
     server = serve(workers=2)
     supervisor = server.process.pid
-    assert eventually(lambda: len(_children(supervisor)) == 2, timeout=15)
-    write_atomic(server.config, "version: 1\nproviders: [unclosed\n")
-    victim = min(_children(supervisor))
-    os.kill(victim, signal.SIGKILL)
-    waiting = "this worker waits for a valid one"
-    # once the replacement has started and read the file (a slow start may see uvicorn replace
-    # a worker that does not yet answer its health check: that is not what is tested here)
-    assert eventually(lambda: waiting in server.log.read_text(), timeout=30)
-    workers = _children(supervisor)
-    assert len(workers) == 2 and victim not in workers
-    time.sleep(3)  # a worker that exited on the bad file would have been replaced by now
-    assert _children(supervisor) == workers
-    assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
-    assert server.log.read_text().count(waiting) == 1
-
-    write_atomic(server.config, gateway_yaml(server.port, "", use="beta"))  # fixed
     fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection: any worker may answer
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     with httpx.Client(base_url=server.url, limits=fresh, headers=admin, timeout=5) as client:
@@ -311,6 +295,21 @@ def test_a_worker_replaced_while_the_file_is_invalid_waits_for_a_valid_one(
             """Workers answering 20 fresh connections, told apart by when they loaded."""
             return len({client.get("/_admin/config").json()["loaded_at"] for _ in range(20)})
 
+        # both have read the file: one still starting would read the bad edit below as well
+        assert eventually(lambda: serving() == 2, timeout=15)
+        write_atomic(server.config, "version: 1\nproviders: [unclosed\n")
+        victim = min(_children(supervisor))
+        os.kill(victim, signal.SIGKILL)
+        waiting = "this worker waits for a valid one"
+        assert eventually(lambda: waiting in server.log.read_text(), timeout=30)
+        workers = _children(supervisor)
+        assert len(workers) == 2 and victim not in workers, server.log.read_text()
+        time.sleep(3)  # a worker that exited on the bad file would have been replaced by now
+        assert _children(supervisor) == workers
+        assert serving() == 1  # the other worker, on its last good config
+        assert server.log.read_text().count(waiting) == 1
+
+        write_atomic(server.config, gateway_yaml(server.port, "", use="beta"))  # fixed
         assert eventually(lambda: serving() == 2, timeout=15)
     assert _children(supervisor) == workers
     assert server.process.poll() is None
