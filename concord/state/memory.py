@@ -6,14 +6,15 @@ atomic on the event loop, matching the one-Lua-script-per-operation guarantee of
 
 from __future__ import annotations
 
+import itertools
 import math
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from concord.state.backend import (
+    NANO,
     Admitted,
     Bucket,
     BudgetLine,
@@ -27,15 +28,12 @@ from concord.state.backend import (
     units_to_usd,
     usd_to_units,
 )
-from concord.state.tokenbucket import level_at, shortfall_wait, time_to_full
+from concord.state.tokenbucket import shortfall_wait
 
 # Stale rate buckets and budget periods are dropped by a sweep once this many have accumulated.
 _SWEEP_THRESHOLD = 10_000
 _DEFAULT_PERIOD_LIFETIME = 33 * 86400.0
 _NOTHING_TAKEN = RateVerdict(True)  # admitted by the rate limits without charging a bucket
-# Reservation ids need to be unique, not unguessable: no getrandom() syscall per request (random
-# reseeds itself in forked workers).
-_bits = random.getrandbits
 
 
 @dataclass(slots=True)
@@ -89,6 +87,7 @@ class MemoryState:
         self._periods: dict[tuple[str, str], _Period] = {}
         self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._sweep_at = _SWEEP_THRESHOLD
+        self._lease_ids = itertools.count(1)  # reservation ids: unique within this state
 
     @property
     def healthy(self) -> bool:
@@ -107,18 +106,20 @@ class MemoryState:
         levels, refusal = self._rate_check(buckets, now)
         if refusal is not None:
             return refusal
+        self._maybe_sweep(now)
         return self._rate_take(tuple(buckets), levels, now)
 
     def _rate_check(
         self, buckets: Sequence[Bucket], now: float
     ) -> tuple[list[float], RateVerdict | None]:
         """Every bucket's level now, and the refusal if one lacks room (nothing written)."""
-        levels: list[float] = []
+        levels = [self._level_at(b, now) for b in buckets]
         wait, denied = 0.0, None
         for i, b in enumerate(buckets):
-            level = self._level_at(b, now)
-            levels.append(level)
-            need = shortfall_wait(level, b.cost, b.limit, b.window)
+            level, limit = levels[i], b.limit
+            if limit > 0 and (level >= b.cost or level >= limit):
+                continue  # room enough: the usual case, without `shortfall_wait`'s call
+            need = shortfall_wait(level, b.cost, limit, b.window)
             if need > 0 and (denied is None or need > wait):
                 wait, denied = need, i
         if denied is not None:
@@ -130,7 +131,6 @@ class MemoryState:
     ) -> RateVerdict:
         for b, level in zip(buckets, levels, strict=True):
             self._put_level(b, level - b.cost, now)
-        self._maybe_sweep(now)
         return RateVerdict(True, reservation=RateReservation(buckets))
 
     async def rate_settle(
@@ -146,13 +146,26 @@ class MemoryState:
             self._put_level(b, min(float(b.limit), level + b.cost - actual_tokens), now)
 
     def _level_at(self, b: Bucket, now: float) -> float:
+        """`tokenbucket.level_at` for the stored bucket, its arithmetic written out: a request
+        reads each of its buckets once or twice."""
         state = self._levels.get(b.key)
+        limit = b.limit
+        if limit <= 0:
+            return 0.0
         if state is None:
-            return level_at(None, now, b.limit, b.window, now)
-        return level_at(state.used, state.ts, b.limit, b.window, now)
+            return float(limit)
+        used = state.used
+        if now > state.ts:
+            used -= (now - state.ts) * limit / b.window
+            if used < 0.0:
+                return float(limit)
+        return limit - used
 
     def _put_level(self, b: Bucket, level: float, now: float) -> None:
-        used, full_in = b.limit - level, time_to_full(level, b.limit, b.window)
+        limit = b.limit
+        used = limit - level
+        # `tokenbucket.time_to_full`, written out
+        full_in = used * b.window / limit if limit > 0 and used > 0.0 else 0.0
         prev = self._levels.get(b.key)
         if prev is None:
             self._levels[b.key] = _Usage(used, now, now + full_in)
@@ -169,6 +182,7 @@ class MemoryState:
         periods, exhausted, refusal = self._budget_check(lines, now)
         if refusal is not None:
             return refusal
+        self._maybe_sweep(now)
         return self._budget_take(tuple(lines), periods, exhausted, amount, now)
 
     def _budget_check(
@@ -176,22 +190,23 @@ class MemoryState:
     ) -> tuple[list[_Period], tuple[int, ...], BudgetVerdict | None]:
         """Each line's period, the exhausted lines, and the refusal if a hard one is among them
         (nothing reserved). An admissible request gets its only verdict from `_budget_take`."""
-        self._maybe_sweep(now)
         periods = [self._period(line.key, line.period_id, line.ttl, now) for line in lines]
         exhausted: list[int] = []
         blocked_by = None
-        for i, (line, period) in enumerate(zip(lines, periods, strict=True)):
-            period.expire_leases(now)
-            limit = math.inf if math.isinf(line.limit_usd) else usd_to_units(line.limit_usd)
+        for i, period in enumerate(periods):
+            if now >= period.next_expiry:
+                period.expire_leases(now)
+            line = lines[i]
+            limit = line.limit_usd
             # SPEC §2.6: a period admits requests until spend plus reservations reach the limit.
-            if period.spent + period.reserved >= limit:
+            if limit != math.inf and period.spent + period.reserved >= usd_to_units(limit):
                 exhausted.append(i)
                 if line.hard and blocked_by is None:
                     blocked_by = i
         found = tuple(exhausted) if exhausted else ()
         if blocked_by is None:
             return periods, found, None
-        spent = tuple(units_to_usd(p.spent) for p in periods)
+        spent = tuple([p.spent / NANO for p in periods])
         return periods, found, BudgetVerdict(False, spent, found, blocked_by)
 
     def _budget_take(
@@ -202,12 +217,12 @@ class MemoryState:
         amount: float,
         now: float,
     ) -> BudgetVerdict:
-        spent = tuple(units_to_usd(p.spent) for p in periods)  # settled spend: leases add none
-        units, rid = max(usd_to_units(amount), 0), f"{_bits(64):016x}"
-        expiry = now + self.budget_lease
+        spent = tuple([p.spent / NANO for p in periods])  # settled spend: leases add none
+        units = usd_to_units(amount) if amount > 0 else 0
+        rid, expiry = str(next(self._lease_ids)), now + self.budget_lease
         for period in periods:
             period.lease(rid, units, expiry)
-        reservation = BudgetReservation(lines, rid, units_to_usd(units))
+        reservation = BudgetReservation(lines, rid, units / NANO)
         return BudgetVerdict(True, spent, exhausted, None, reservation)
 
     async def budget_settle(
@@ -216,7 +231,7 @@ class MemoryState:
         return self._budget_settle(reservation, actual)
 
     def _budget_settle(self, reservation: BudgetReservation, actual: float) -> tuple[float, ...]:
-        now, units = time.time(), max(usd_to_units(actual), 0)
+        now, units = time.time(), usd_to_units(actual) if actual > 0 else 0
         spent = []
         for line in reservation.lines:
             period = self._period(line.key, line.period_id, line.ttl, now)
@@ -224,7 +239,7 @@ class MemoryState:
             if lease is not None:
                 period.reserved -= lease[0]
             period.spent += units
-            spent.append(units_to_usd(period.spent))
+            spent.append(period.spent / NANO)
         return tuple(spent)
 
     async def budget_spent(self, periods: Sequence[tuple[str, str]]) -> list[float]:
@@ -290,6 +305,7 @@ class MemoryState:
     def admit_now(self, ticket: Ticket, now: float) -> Admitted:
         """`admit` without a suspension point: atomic on the event loop by construction."""
         buckets, lines = ticket.buckets, ticket.lines
+        self._maybe_sweep(now)
         levels: list[float] = []
         if buckets:
             levels, refusal = self._rate_check(buckets, now)

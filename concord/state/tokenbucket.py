@@ -1,4 +1,4 @@
-"""Token-bucket arithmetic shared by the memory backend and mirrored by the Redis Lua scripts.
+"""Token-bucket arithmetic: the model the memory backend and the Redis Lua scripts implement.
 
 SPEC §2.7 limits are per minute. A bucket holds up to `limit` units and refills continuously at
 `limit / window` units per second, like the upstream providers' own limits: a client that stays
@@ -6,6 +6,9 @@ under its rpm is never refused, a burst may use the whole minute's allowance at 
 `Retry-After` says exactly when enough capacity will be back. A request larger than the whole
 bucket (a huge prompt against a small tpm) is let through when the bucket is full and leaves it
 in debt, rather than being refused forever.
+
+`MemoryState` writes `level_at` and `time_to_full` out on its per-request path (a call each
+costs more than the arithmetic); `tests/state/test_tokenbucket.py` holds it to these functions.
 """
 
 from __future__ import annotations
