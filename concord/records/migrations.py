@@ -112,10 +112,19 @@ def _v3_usage_budgets(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE usage ADD COLUMN budgets VARCHAR(1000)")
 
 
+def _v4_usage_budgets_unbounded(conn: Connection) -> None:
+    """Usage's budget names are never cut: a request matching many conditional budgets with
+    long names would otherwise lose the last ones from the rebuilt spend. SQLite keeps text
+    whole whatever length is declared, so only PostgreSQL has anything to change."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ALTER TABLE usage ALTER COLUMN budgets TYPE TEXT")
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema", _v1_initial),
     Step(2, "usage.cached_tokens and usage.ttft_ms", _v2_usage_cache_and_ttft),
     Step(3, "usage.budgets", _v3_usage_budgets),
+    Step(4, "usage.budgets unbounded", _v4_usage_budgets_unbounded),
 )
 LATEST = STEPS[-1].version
 

@@ -106,8 +106,9 @@ usage = sa.Table(
     sa.Column("cached_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("ttft_ms", sa.Float, nullable=True),
     # added by migration v3: the `budgets[]` with a `when` the request was charged to, as
-    # ",name,name," (NULL for none), so their spend can be rebuilt from this log
-    sa.Column("budgets", sa.String(1000), nullable=True),
+    # ",name,name," (NULL for none), so their spend can be rebuilt from this log; unbounded since
+    # v4: a name cut off would drop that budget's spend from the rebuild
+    sa.Column("budgets", sa.Text, nullable=True),
     sa.Index("ix_usage_ts", "ts"),
     sa.Index("ix_usage_workspace_ts", "workspace", "ts"),
     sa.Index("ix_usage_key_ts", "key_id", "ts"),

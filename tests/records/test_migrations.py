@@ -53,6 +53,29 @@ async def test_v1_database_upgrades_to_latest_and_keeps_its_rows(
         await db.close()
 
 
+async def test_a_v3_database_takes_budget_lists_past_the_old_bound_after_upgrading(
+    database_url: str, tmp_path: Path
+) -> None:
+    db = await open_database(database_url, base_dir=tmp_path, migrate=False)
+    charged = "," + ",".join(f"budget-{i:03d}" for i in range(200)) + ","  # 2,201 characters
+    try:
+        await migrations.migrate(db.engine, target=3)
+        await migrations.migrate(db.engine)
+        async with db.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO usage (id, request_id, ts, workspace, status, budgets)"
+                    " VALUES ('r1', 'req-1', :ts, 'acme', 200, :budgets)"
+                ),
+                {"ts": datetime(2025, 1, 1), "budgets": charged},
+            )
+        async with db.connect() as conn:
+            stored = (await conn.execute(sa.text("SELECT budgets FROM usage"))).scalar_one()
+        assert stored == charged
+    finally:
+        await db.close()
+
+
 async def test_migrated_schema_matches_the_table_definitions(database: Database) -> None:
     for table in metadata.sorted_tables:
         assert await _columns(database, table.name) == {c.name for c in table.columns}, table.name

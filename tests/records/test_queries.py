@@ -149,6 +149,23 @@ async def test_spend_charged_to_a_conditional_budget_counts_only_rows_naming_it(
     assert await queries.spend(since=since, budget="nothing") == 0.0
 
 
+async def test_a_request_charged_to_many_long_named_budgets_counts_for_the_last_one(
+    database: Database, tmp_path: Path
+) -> None:
+    names = [f"team-{i:02d}-" + "x" * 40 for i in range(60)]  # about 3,000 characters in all
+    writer = UsageWriter(database, tmp_path / "journal")
+    record = UsageRecord(
+        request_id="many", workspace="acme", status=200, ts=NOW, key_name="ci", cost_usd=0.5
+    )
+    record.budgets = "," + ",".join(names) + ","
+    writer.record(record)
+    await writer.aclose()
+    queries = UsageQueries(database)
+    since = NOW - timedelta(hours=1)
+    assert await queries.spend(since=since, budget=names[-1]) == pytest.approx(0.5)
+    assert await queries.spend(since=since, budget=names[0]) == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize(
     ("period", "start"),
     [
