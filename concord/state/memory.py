@@ -179,10 +179,10 @@ class MemoryState:
         self, lines: Sequence[BudgetLine], amount: float, now: float | None = None
     ) -> BudgetVerdict:
         now = time.time() if now is None else now
+        self._maybe_sweep(now)  # before the periods are looked up: an expired one starts anew
         periods, exhausted, refusal = self._budget_check(lines, now)
         if refusal is not None:
             return refusal
-        self._maybe_sweep(now)
         return self._budget_take(tuple(lines), periods, exhausted, amount, now)
 
     def _budget_check(
@@ -199,7 +199,7 @@ class MemoryState:
             line = lines[i]
             limit = line.limit_usd
             # SPEC §2.6: a period admits requests until spend plus reservations reach the limit.
-            if limit != math.inf and period.spent + period.reserved >= usd_to_units(limit):
+            if not math.isinf(limit) and period.spent + period.reserved >= usd_to_units(limit):
                 exhausted.append(i)
                 if line.hard and blocked_by is None:
                     blocked_by = i
@@ -305,7 +305,7 @@ class MemoryState:
     def admit_now(self, ticket: Ticket, now: float) -> Admitted:
         """`admit` without a suspension point: atomic on the event loop by construction."""
         buckets, lines = ticket.buckets, ticket.lines
-        self._maybe_sweep(now)
+        self._maybe_sweep(now)  # first, as in `budget_reserve`
         levels: list[float] = []
         if buckets:
             levels, refusal = self._rate_check(buckets, now)
