@@ -71,6 +71,11 @@ def access_fields(record: UsageRecord) -> dict[str, Any]:
     return fields
 
 
+def access_line(record: UsageRecord) -> str:
+    """One access-log line: `access_fields` as compact JSON."""
+    return orjson.dumps(access_fields(record)).decode()
+
+
 def _iso_millis(epoch: float) -> str:
     """`datetime.isoformat(timespec="milliseconds")` in UTC, formatted once per second: the
     writer thread formats thousands of lines a second, nearly all within the same few seconds."""
@@ -108,7 +113,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         usage = getattr(record, "usage", None)
         if isinstance(usage, UsageRecord):
-            return orjson.dumps(access_fields(usage)).decode()
+            return access_line(usage)
         line = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -241,7 +246,3 @@ class AccessLog:
         gathered, self._gathered = self._gathered, []
         if gathered:
             self._queue.put("\n".join([access_line(record) for record in gathered]))
-
-
-def access_line(record: UsageRecord) -> str:
-    return orjson.dumps(access_fields(record)).decode()

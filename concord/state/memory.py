@@ -103,10 +103,10 @@ class MemoryState:
         self, buckets: Sequence[Bucket], now: float | None = None
     ) -> RateVerdict:
         now = time.time() if now is None else now
+        self._maybe_sweep(now)  # first, as in `budget_reserve` and `admit_now`
         levels, refusal = self._rate_check(buckets, now)
         if refusal is not None:
             return refusal
-        self._maybe_sweep(now)
         return self._rate_take(tuple(buckets), levels, now)
 
     def _rate_check(
