@@ -44,7 +44,7 @@ from concord.gateway.limits import ConcurrencyLimiter
 from concord.gateway.record import NullRecorder, Recorder
 from concord.gateway.respond import json_response
 from concord.gateway.runtime import RuntimeState
-from concord.observability.readiness import ReadinessCheck, run_checks
+from concord.observability.readiness import DEGRADED, SERVING, ReadinessCheck, run_checks
 from concord.providers.registry import ProviderPool
 
 CONFIG_ENV = "CONCORD_CONFIG"
@@ -267,8 +267,9 @@ def create_app_from_graph(
         if not state.ready:
             return json_response(b'{"status":"starting"}', 503, {})
         checks = await run_checks(state.readiness_checks)
-        ready = all(result == "ok" for result in checks.values())
-        body = {"status": "ready" if ready else "unready", "config": state.graph.version}
+        ready = all(result in SERVING for result in checks.values())
+        status = "unready" if not ready else DEGRADED if DEGRADED in checks.values() else "ready"
+        body = {"status": status, "config": state.graph.version}
         return json_response(orjson.dumps({**body, "checks": checks}), 200 if ready else 503, {})
 
     routes = [

@@ -28,6 +28,9 @@ def assemble(graph: Graph, config_path: str, env: Mapping[str, str] | None) -> d
     records = Records(graph, config_path, keeper=guards.keeper)
     components.append(records)
     guards.workspace_budget = records.directory.budget  # SPEC §2.6: API-created workspaces too
+    recovered = getattr(guards.backend, "recovered", None)  # Redis: back after an outage
+    if recovered is not None:
+        recovered.append(records.state_recovered)  # SPEC §2.6: its budgets rebuilt if lost
     reloader = Reloader(config_path, env)  # SPEC §4: watcher + SIGHUP; GET/POST /_admin/config
     reloader.add_listener(records.reloaded)  # SPEC §2.6: re-sync declared workspaces
     components += [reloader, ConfigAdmin(reloader)]

@@ -192,12 +192,17 @@ class StateGuards:
         state.readiness_checks.pop("state", None)
         await self.backend.close()
 
-    async def ready(self) -> bool:
-        """SPEC §3 /readyz: ready while the backend answers, or while it is down but
-        `state_failure: open` keeps requests flowing on per-process counters (degraded)."""
+    async def ready(self) -> bool | str:
+        """SPEC §3 /readyz: ready while the backend answers; "degraded" (still ready) while it is
+        down but `state_failure: open` keeps requests flowing on per-process counters."""
         if await self.backend.ping():
             return True
-        return getattr(self.backend, "failure", "closed") == "open"
+        return "degraded" if getattr(self.backend, "failure", "closed") == "open" else False
+
+    @property
+    def state_healthy(self) -> bool:
+        """Whether the shared backend answered last time it was asked (the metric's source)."""
+        return bool(getattr(self.backend, "healthy", True))
 
     # -- request path ---------------------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 `Records` is one object in three roles, wired by `gateway.assemble`:
 
 - a `Component`: at start it migrates `storage.database`, syncs the workspaces the config declares,
-  loads the API keys, rebuilds budget spend from the usage log (memory state backend only) and
-  registers `/readyz`'s "database" check; at stop it flushes every queued usage record (or
-  journals it) and closes the database. It mounts the admin API and `/_stats/today`.
+  loads the API keys, rebuilds budget spend from the usage log (again whenever a Redis state
+  backend comes back from an outage, in case it lost it) and registers `/readyz`'s "database"
+  check; at stop it flushes every queued usage record (or journals it) and closes the database.
+  It mounts the admin API and `/_stats/today`.
 - the `Recorder`: usage records go to the batched `UsageWriter`; `record()` never blocks.
 - the `KeyStore`: keys declared in the graph serving now first, then the database's keys.
 
@@ -47,7 +48,7 @@ from concord.records.keys import KeyStore
 from concord.records.queries import UsageQueries, period_start
 from concord.records.usage import UsageWriter
 from concord.records.workspaces import Workspaces
-from concord.state import BudgetKeeper
+from concord.state import BudgetKeeper, StateUnavailable
 
 if TYPE_CHECKING:
     from concord.gateway.app import GatewayState
@@ -236,11 +237,31 @@ class Records:
                 await self.directory.refresh()
 
     async def _seed_budgets(self, graph: Graph) -> None:
-        if self.keeper is None or graph.storage.state != "memory":
-            return  # a shared backend (Redis) keeps its own spend across restarts
-        seeded = await rebuild_budgets(graph, self.keeper, self.usage, self.directory)
+        """SPEC §2.6: this period's spend from the usage log into the state backend, which may
+        have none: a fresh process on memory, or a Redis that restarted empty, evicted the keys
+        or was flushed. Seeding never lowers a spend, so a backend that kept it loses nothing.
+        An unreachable state backend is left to its own recovery (`state_recovered`)."""
+        if self.keeper is None:
+            return
+        try:
+            seeded = await rebuild_budgets(graph, self.keeper, self.usage, self.directory)
+        except StateUnavailable:
+            log.warning("state backend unreachable: budgets are rebuilt when it returns")
+            return
         if seeded:
             log.info("rebuilt %d budget counters from the usage log", seeded)
+
+    def state_recovered(self) -> None:
+        """Listener of the state backend's recovery (`ResilientState.recovered`): rebuild the
+        budgets from the usage log, in case it came back empty."""
+        if self._loop is not None and self.online:
+            self._spawn(self._reseed())
+
+    async def _reseed(self) -> None:
+        try:
+            await self._seed_budgets(self._current_graph())
+        except Exception as exc:
+            log.warning("rebuilding budgets after a state outage failed: %s", type(exc).__name__)
 
 
 async def rebuild_budgets(

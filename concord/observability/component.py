@@ -3,7 +3,8 @@
 Plugged in by `gateway.assemble`. At start it joins the gateway's recorder (every finished request
 reaches metrics and the access log), installs itself as the attempt loop's observer (every
 upstream call reaches metrics and passive health), and refreshes the gauges that mirror runtime
-state (circuits, health, config version) every `REFRESH_SECONDS` and on every scrape.
+state (circuits, health, config version, the state backend's reachability) every
+`REFRESH_SECONDS` and on every scrape.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class Observability:
                 health.append((provider, target, self.health.target(target, circuit).state))
         self.metrics.set_circuits(circuits)
         self.metrics.set_health(health)
+        self.metrics.set_state_up(getattr(state.guards, "state_healthy", True))
 
     async def _refresh_forever(self) -> None:
         while True:

@@ -203,6 +203,13 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.state_up = Gauge(
+            "concord_state_backend_up",
+            "1 while the shared state backend (Redis) answers, 0 while limits and budgets run on "
+            "per-process counters or are refused (storage.state_failure).",
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self.reloads = Counter(
             "concord_config_reload",
             "Config reloads by result (ok, error).",
@@ -270,6 +277,9 @@ class Metrics:
             self.config_info.labels(self._version).set(0)
         self.config_info.labels(version).set(1)
         self._version = version
+
+    def set_state_up(self, up: bool) -> None:
+        self.state_up.set(1 if up else 0)
 
     def set_circuits(self, states: Iterable[tuple[str, str]]) -> None:
         for target, state in states:

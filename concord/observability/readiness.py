@@ -2,7 +2,9 @@
 
 Subsystems register a named async check on `GatewayState.readiness_checks`, e.g.
 `state.readiness_checks["database"] = engine.ping`; a check is ready when it returns anything but
-False without raising within `CHECK_TIMEOUT`. Checks run concurrently on every probe.
+False without raising within `CHECK_TIMEOUT`. One that returns "degraded" is still ready, and says
+so: the state backend is down but requests are served without it (`state_failure: open`).
+Checks run concurrently on every probe.
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ from collections.abc import Awaitable, Callable, Mapping
 
 ReadinessCheck = Callable[[], Awaitable[object]]
 CHECK_TIMEOUT = 2.0
+DEGRADED = "degraded"
+SERVING = frozenset({"ok", DEGRADED})  # the results a ready gateway may report
 
 
 async def run_checks(
     checks: Mapping[str, ReadinessCheck], timeout: float = CHECK_TIMEOUT
 ) -> dict[str, str]:
-    """`{name: "ok" | "failed" | "timeout"}` for every check."""
+    """`{name: "ok" | "degraded" | "failed" | "timeout"}` for every check."""
     names = list(checks)
 
     async def one(check: ReadinessCheck) -> str:
         try:
             async with asyncio.timeout(timeout):
-                return "failed" if await check() is False else "ok"
+                result = await check()
+                return "failed" if result is False else DEGRADED if result == DEGRADED else "ok"
         except TimeoutError:
             return "timeout"
         except Exception:

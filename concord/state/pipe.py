@@ -90,6 +90,9 @@ class Pipe:
         self._commands: list[bytes] = []
         self._waiters: list[asyncio.Future[Any] | Done] = []
         self._sender: asyncio.Task[None] | None = None
+        # Connections made so far: a new one after the first may face a Redis that restarted
+        # (and lost what it held), which `ResilientState` checks for.
+        self.connections = 0
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 0.25, **kwargs: Any) -> Pipe:
@@ -186,6 +189,7 @@ class Pipe:
                 return True
             await connection.disconnect(nowait=True)
         await connection.connect()
+        self.connections += 1
         return False
 
     async def _drop(self) -> None:

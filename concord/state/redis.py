@@ -239,6 +239,11 @@ class RedisState:
     def failures(self) -> int:
         return self._failures
 
+    @property
+    def connections(self) -> int:
+        """Connections made to Redis so far (one per restart of the server, among others)."""
+        return self._pipe.connections
+
     def _lost(self, exc: BaseException) -> StateUnavailable:
         self._failures += 1
         return StateUnavailable(f"state backend unavailable ({type(exc).__name__})")

@@ -10,7 +10,10 @@ requests keep being served").
   fallback starts each period from the last spend the primary reported, so an outage neither
   loses spend nor hands out a fresh budget;
 - after a failure the primary is left alone for `retry_interval` seconds, then one call probes
-  it; a dead Redis costs one short socket timeout per interval, not one per request.
+  it; a dead Redis costs one short socket timeout per interval, not one per request;
+- once it answers again and the outage's spend is replayed into it, the `recovered` listeners
+  run: a Redis that restarted empty gets its budgets rebuilt from the usage log by them. A new
+  connection counts as a return too, since Redis may have restarted between two calls.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from concord.state.backend import (
@@ -72,6 +75,11 @@ class ResilientState:
         # from when the primary is lost (`_seed_fallback`)
         self._seen: dict[tuple[str, str], tuple[float, float | None]] = {}
         self._flush_task: asyncio.Task[None] | None = None
+        self._recovering = False  # back after an outage; listeners not yet told
+        self._connections = 0  # the primary's connection count when last seen answering
+        # Called once the primary answers again after an outage and the spend settled meanwhile
+        # is in it (replayed first, so a listener that rebuilds spend counts nothing twice)
+        self.recovered: list[Callable[[], object]] = []
 
     @property
     def healthy(self) -> bool:
@@ -95,8 +103,17 @@ class ResilientState:
     def _mark_up(self) -> None:
         if self._down:
             self._down = False
+            self._recovering = True
             log.warning("state backend reachable again")
-        if self._pending and (self._flush_task is None or self._flush_task.done()):
+        connections = getattr(self.primary, "connections", 0)  # only Redis counts them
+        if connections != self._connections:
+            # a new connection: Redis may have restarted between two calls, empty, with no
+            # failed call to show for it; recovering costs a few queries if it did not
+            self._recovering = self._recovering or self._connections > 0
+            self._connections = connections
+        if (self._pending or self._recovering) and (
+            self._flush_task is None or self._flush_task.done()
+        ):
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
 
     def _mark_down(self, exc: StateUnavailable) -> None:
@@ -121,6 +138,13 @@ class ResilientState:
                 self._mark_down(exc)
                 return
             self._pending.popleft()
+        if self._recovering and not self._down:
+            self._recovering = False
+            for listener in self.recovered:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("state backend recovery listener failed")
 
     # -- rate limits ----------------------------------------------------------------------------
 
