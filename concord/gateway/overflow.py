@@ -2,8 +2,9 @@
 
 Both work on the upstream body (OpenAI chat or Anthropic messages: either keeps its turns in
 `messages`; system prompts are never dropped). `truncate` drops the oldest turns until the
-estimate fits the target's window; `summarize` asks the same target to condense the older turns
-into one message, and the caller falls back to `truncate` when that fails or times out.
+estimate is clearly below both the target's window and the refused request (which may fit the
+window by our estimate); `summarize` asks the same target to condense the older turns into one
+message, and the caller falls back to `truncate` when that fails or times out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from concord.gateway.tokens import estimate
 from concord.providers.base import Provider, UpstreamError, UpstreamRequest
 
 JSON = dict[str, Any]
-SHRINK = 0.75  # without a known window, aim for three quarters of the current estimate
+SHRINK = 0.75  # aim for three quarters of the refused size (window or estimate, the smaller)
 KEEP_RECENT = 2  # turns `summarize` leaves verbatim
 SUMMARY_TOKENS = 512
 _SYSTEM_ROLES = ("system", "developer")
@@ -31,14 +32,18 @@ def _kind(bridge: Bridge) -> str:
 
 
 def _budget(bridge: Bridge, body: JSON, window: int | None) -> int:
-    if window is None:
-        return int(estimate(_kind(bridge), body) * SHRINK)
-    reply = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-    return max(window - (reply if isinstance(reply, int) else 0), 1)
+    """Aim clearly below what the upstream refused: the body may already fit the declared window
+    by our estimate (the upstream counts otherwise), so trim below the smaller of the two."""
+    refused = estimate(_kind(bridge), body)
+    if window is not None:
+        reply = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        refused = min(refused, max(window - (reply if isinstance(reply, int) else 0), 1))
+    return int(refused * SHRINK)
 
 
 def truncate(bridge: Bridge, body: JSON, window: int | None) -> JSON | None:
-    """Drop the oldest non-system turns until the input fits; None when nothing can go."""
+    """Drop the oldest non-system turns until the input is clearly smaller than the refused one
+    (see `_budget`); None when nothing can go."""
     messages = body.get("messages")
     if bridge.upstream not in ("chat", "messages") or not isinstance(messages, list):
         return None

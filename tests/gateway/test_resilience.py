@@ -27,6 +27,7 @@ def config(up: FakeUpstream, extra: str = "", overflow: str = "fallback") -> str
         fallbacks: [big]
         context_window: 1000
       big: {{targets: [b/big-model], context_window: 200000}}
+      mid: {{targets: [a/mid-model], context_window: 4000}}
       solo: {{targets: [a/solo-model]}}
     defaults:
       timeout: 2s
@@ -136,6 +137,44 @@ async def test_context_overflow_truncate_drops_the_oldest_turns(
     retried = upstream.requests[-1]
     assert retried.model == "small-model"
     assert retried.json["messages"] == [messages[0], messages[3]]
+
+
+def long_conversation(turns: int = 13) -> list[dict[str, str]]:
+    """A system prompt and `turns` alternating turns (~100 tokens each), ending with the user."""
+    roles = ["user", "assistant"]
+    messages = [{"role": "system", "content": "be nice"}]
+    messages += [
+        {"role": roles[i % 2], "content": f"turn {i}: " + "lorem ipsum dolor sit amet " * 15}
+        for i in range(turns - 1)
+    ]
+    return [*messages, {"role": "user", "content": "latest question"}]
+
+
+@pytest.mark.parametrize(
+    ("overflow", "faults"),
+    [
+        ("truncate", [Fault(context_length=True)]),
+        ("summarize", [Fault(context_length=True), Fault(status=500)]),  # summary fails
+    ],
+)
+async def test_context_overflow_truncates_when_upstream_refuses_what_fits_the_window(
+    make_gateway: MakeGateway, upstream, overflow: str, faults: list[Fault]
+):
+    gw = make_gateway(config(upstream, overflow=overflow))
+    upstream.script("mid-model", faults)
+    messages = long_conversation()  # 14 messages, ~1400 tokens: inside the 4000-token window
+    raw = await gw.openai().chat.completions.with_raw_response.create(
+        model="mid", messages=messages
+    )
+    assert raw.status_code == 200
+    assert raw.parse().choices[0].message.content == "Echo: latest question"
+    first, retried = upstream.requests[0], upstream.requests[-1]
+    assert first.json["messages"] == messages
+    assert retried.model == "mid-model"
+    sent = retried.json["messages"]
+    assert 2 <= len(sent) < len(messages)
+    assert sent[0] == messages[0] and sent[-1] == messages[-1]
+    assert sent[1]["role"] == "user" and sent[1:] == messages[-(len(sent) - 1) :]
 
 
 async def test_per_attempt_timeout_moves_on(make_gateway: MakeGateway, upstream):
