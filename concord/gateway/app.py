@@ -39,7 +39,7 @@ from concord.gateway.auth import (
     open_principal,
 )
 from concord.gateway.guards import Guards, NoGuards
-from concord.gateway.handlers import handle, list_models
+from concord.gateway.handlers import handle, list_models, retrieve_model
 from concord.gateway.limits import ConcurrencyLimiter
 from concord.gateway.record import NullRecorder, Recorder
 from concord.gateway.respond import json_response
@@ -260,6 +260,9 @@ def create_app_from_graph(
     async def models(request: Request) -> Response:
         return await list_models(state, request)
 
+    async def model(request: Request) -> Response:
+        return await retrieve_model(state, request, request.path_params["model_id"])
+
     async def healthz(request: Request) -> Response:
         return json_response(b'{"status":"ok"}', 200, {})
 
@@ -275,6 +278,7 @@ def create_app_from_graph(
     routes = [
         *(Route(path, endpoint(kind), methods=["POST"]) for path, kind in GATEWAY_PATHS.items()),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", model, methods=["GET"]),  # ids may hold slashes
         Route("/healthz", healthz, methods=["GET"]),
         Route("/_health", healthz, methods=["GET"]),  # SPEC §3.1: V0 aliases
         Route("/health", healthz, methods=["GET"]),

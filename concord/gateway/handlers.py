@@ -416,44 +416,68 @@ async def list_models(state: GatewayState, request: Request) -> Response:
     """GET /v1/models: the catalog models the caller's workspace may see (SPEC §3), as an
     OpenAI list, or as Anthropic's model page for Anthropic clients (`anthropic-version`)."""
     graph = state.graph
-    call = Call(graph, "chat", request.headers.get("x-request-id") or new_request_id())
-    if "anthropic-version" in request.headers:
-        call.wire = "anthropic"
+    call = _models_call(graph, request)
     try:
         principal = await state.authenticate(graph, request.headers)
     except GatewayError as error:
         return error_response(error, call.wire, call.headers())
     names = graph.visible_models(principal.workspace)
-    if call.wire == "anthropic":
-        body = _anthropic_models(graph, names, state.started_at)
+    data = [_model_object(call.wire, graph, name, state.started_at) for name in names]
+    if call.wire == "anthropic":  # every visible model on one page
+        body: dict[str, object] = {
+            "data": data,
+            "has_more": False,
+            "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None,
+        }
     else:
-        created = int(state.started_at)
-        data = [
-            {"id": name, "object": "model", "created": created, "owned_by": "concord"}
-            for name in names
-        ]
         body = {"object": "list", "data": data}
-    headers = {"x-request-id": call.request_id, "x-concord-config": graph.version}
-    return json_response(orjson.dumps(body), 200, headers)
+    return json_response(orjson.dumps(body), 200, _models_headers(call))
 
 
-def _anthropic_models(graph: Graph, names: list[str], started_at: float) -> dict[str, object]:
-    """Anthropic's `GET /v1/models` page: every visible model on one page."""
-    created = datetime.fromtimestamp(started_at, UTC).isoformat().replace("+00:00", "Z")
-    data = [
-        {
+async def retrieve_model(state: GatewayState, request: Request, model_id: str) -> Response:
+    """GET /v1/models/{id}: one model exactly as `GET /v1/models` lists it, or 404
+    `model_not_found` when it is not in the catalog or not visible to the caller's workspace."""
+    graph = state.graph
+    call = _models_call(graph, request)
+    try:
+        principal = await state.authenticate(graph, request.headers)
+        if model_id not in graph.visible_models(principal.workspace):
+            raise ModelNotFound(
+                f"The model '{model_id}' does not exist or you do not have access to it.",
+                param="model",
+            )
+    except GatewayError as error:
+        return error_response(error, call.wire, call.headers())
+    body = _model_object(call.wire, graph, model_id, state.started_at)
+    return json_response(orjson.dumps(body), 200, _models_headers(call))
+
+
+def _models_call(graph: Graph, request: Request) -> Call:
+    """A `/v1/models` request: Anthropic's wire format when the client sends `anthropic-version`."""
+    call = Call(graph, "chat", request.headers.get("x-request-id") or new_request_id())
+    if "anthropic-version" in request.headers:
+        call.wire = "anthropic"
+    return call
+
+
+def _models_headers(call: Call) -> dict[str, str]:
+    return {"x-request-id": call.request_id, "x-concord-config": call.graph.version}
+
+
+def _model_object(
+    wire: ClientWire, graph: Graph, name: str, started_at: float
+) -> dict[str, object]:
+    """One catalog model as the client's SDK reads it: OpenAI's `Model`, Anthropic's `ModelInfo`."""
+    if wire == "anthropic":
+        return {
             "type": "model",
             "id": name,
             "display_name": name,
-            "created_at": created,
+            "created_at": datetime.fromtimestamp(started_at, UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
             "lifecycle": "active",
             "max_input_tokens": graph.models[name].context_window,
         }
-        for name in names
-    ]
-    return {
-        "data": data,
-        "has_more": False,
-        "first_id": names[0] if names else None,
-        "last_id": names[-1] if names else None,
-    }
+    return {"id": name, "object": "model", "created": int(started_at), "owned_by": "concord"}

@@ -114,6 +114,51 @@ async def test_messages_completions_embeddings_and_models(make_gateway: MakeGate
     assert all(m.type == "model" and m.display_name == m.id for m in listed)
 
 
+async def test_models_retrieve_returns_the_listed_model_in_both_sdks(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK)
+    listed = {m.id: m for m in (await gw.openai().models.list()).data}
+    model = await gw.openai().models.retrieve("gpt-4o")
+    assert model == listed["gpt-4o"]
+    assert (model.id, model.object, model.owned_by) == ("gpt-4o", "model", "concord")
+    paged = {m.id: m async for m in gw.anthropic().models.list()}
+    info = await gw.anthropic().models.retrieve("claude-sonnet")
+    assert info == paged["claude-sonnet"]
+    assert (info.type, info.id, info.display_name) == ("model", "claude-sonnet", "claude-sonnet")
+    response = await gw.http.get(
+        "/v1/models/gpt-4o", headers={"x-api-key": CLIENT_KEY, "x-request-id": "req-7"}
+    )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "req-7"
+    assert response.headers["x-concord-config"] == gw.state.graph.version
+
+
+async def test_models_retrieve_takes_an_id_with_a_slash(make_gateway: MakeGateway):
+    gw = make_gateway(MOCK.replace("models:\n", "models:\n  org/llama-3: {targets: [demo/x]}\n"))
+    model = await gw.openai().models.retrieve("org/llama-3")
+    assert model.id == "org/llama-3"
+    info = await gw.anthropic().models.retrieve("org/llama-3")
+    assert info.id == "org/llama-3"
+
+
+async def test_models_retrieve_unknown_or_hidden_model_is_404(make_gateway: MakeGateway):
+    workspaces = "workspaces:\n  acme: {models: [gpt-4o]}\n"
+    gw = make_gateway(MOCK + workspaces)
+    assert [m.id for m in (await gw.openai().models.list()).data] == ["gpt-4o"]
+    for name in ("nope", "claude-sonnet"):  # not in the catalog; not visible to acme
+        with pytest.raises(openai.NotFoundError) as oai:
+            await gw.openai().models.retrieve(name)
+        assert oai.value.body["code"] == "model_not_found"
+        assert oai.value.body["param"] == "model"
+        assert oai.value.response.headers["x-concord-config"] == gw.state.graph.version
+        with pytest.raises(anthropic.NotFoundError) as ant:
+            await gw.anthropic().models.retrieve(name)
+        assert ant.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.AuthenticationError):
+        await gw.anthropic(key="ck-wrong").models.retrieve("gpt-4o")
+    with pytest.raises(openai.AuthenticationError):
+        await gw.openai(key="ck-wrong").models.retrieve("gpt-4o")
+
+
 async def test_unknown_key_is_401_in_both_wire_formats(make_gateway: MakeGateway):
     gw = make_gateway(MOCK)
     with pytest.raises(openai.AuthenticationError) as oai:
