@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +40,10 @@ from concord.translate.anthropic_openai import error_message
 JSON = dict[str, Any]
 CLIENT_ERRORS = frozenset({400, 404, 422})  # SPEC §2.5: returned at once, never retried
 CLIENT_CAUSED = CLIENT_ERRORS | {413}
+# Client headers an upstream of the same wire needs to honour the request as sent (SPEC §3: the
+# SDKs work unchanged): Anthropic's beta features are switched on by a header, not the body.
+FORWARDED_HEADERS: dict[str, tuple[str, ...]] = {"anthropic": ("anthropic-beta",)}
+_NO_HEADERS: dict[str, str] = {}
 
 
 class ProviderSource(Protocol):
@@ -157,6 +161,7 @@ class AttemptRunner:
         target = attempt.target.id
         decision = job.decision
         breakers = self.runtime.breakers
+        headers = _forwarded(job.ctx.headers, provider)
         outcome = _Outcome()
         reshaped = False
         tries = 0
@@ -174,7 +179,7 @@ class AttemptRunner:
             started = time.monotonic()
             try:
                 response, stream = await self._call(
-                    provider, bridge, body, min(decision.timeout, remaining), job.stream
+                    provider, bridge, body, min(decision.timeout, remaining), job.stream, headers
                 )
             except ContextLengthError as error:
                 breakers.success(target)  # the target answered; the request was too big
@@ -217,9 +222,15 @@ class AttemptRunner:
         return outcome
 
     async def _call(
-        self, provider: Provider, bridge: Bridge, body: JSON, timeout: float, stream: bool
+        self,
+        provider: Provider,
+        bridge: Bridge,
+        body: JSON,
+        timeout: float,
+        stream: bool,
+        headers: dict[str, str] = _NO_HEADERS,
     ) -> tuple[UpstreamResponse | None, UpstreamStream | None]:
-        request = UpstreamRequest(endpoint=bridge.upstream, body=body, timeout=timeout)
+        request = UpstreamRequest(bridge.upstream, body, timeout, headers=headers)
         if getattr(provider, "bounds_timeout", False):
             # the adapter already holds the call to `request.timeout` (and raises UpstreamTimeout):
             # a second timer per call would only cost time (SPEC §2.5)
@@ -295,10 +306,44 @@ def _next_larger(attempts: tuple[Attempt, ...], start: int, window: int | None) 
     return len(attempts)
 
 
+def _forwarded(headers: Mapping[str, str], provider: Provider) -> dict[str, str]:
+    """The client headers of FORWARDED_HEADERS for this provider's wire that the client sent."""
+    names = FORWARDED_HEADERS.get(getattr(provider, "wire", ""))
+    if names is None:
+        return _NO_HEADERS
+    return {name: headers[name] for name in names if name in headers} or _NO_HEADERS
+
+
 def _client_error(error: UpstreamStatusError, calls: int) -> AttemptsFailed:
     status = error.status or 400
-    code = "context_length_exceeded" if isinstance(error, ContextLengthError) else None
-    return AttemptsFailed(_upstream_message(error), status=status, calls=calls, code=code)
+    context = isinstance(error, ContextLengthError)
+    code = "context_length_exceeded" if context else None
+    failed = AttemptsFailed(_upstream_message(error), status=status, calls=calls, code=code)
+    if not context:
+        _keep_upstream_fields(failed, error.body)
+    return failed
+
+
+def _keep_upstream_fields(failed: AttemptsFailed, body: object) -> None:
+    """SPEC §3: the upstream's own client error keeps what it said about the request, as the
+    client's SDK would have seen it: OpenAI's `type`, `param` and `code` (a same-format upstream
+    passes through as it is), Anthropic's error `type`; Anthropic's `not_found_error` is the
+    model not being there, which OpenAI calls `model_not_found`."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return
+    kind = error.get("type")
+    if body.get("type") == "error":  # type: ignore[union-attr]  # Anthropic's shape
+        if isinstance(kind, str):
+            failed.anthropic_type = kind[:100]
+            if kind == "not_found_error":
+                failed.code = "model_not_found"
+        return
+    param, code = error.get("param"), error.get("code")
+    if isinstance(kind, str):
+        failed.openai_type = kind[:100]
+    failed.param = param[:200] if isinstance(param, str) else None
+    failed.code = code[:100] if isinstance(code, str) else None
 
 
 def _upstream_message(error: UpstreamError) -> str:

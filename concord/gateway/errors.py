@@ -89,6 +89,12 @@ class GatewayError(Exception):
         self.param = param
         self.headers: Mapping[str, str] = headers or {}
 
+    @property
+    def kind(self) -> str:
+        """What the usage log and metrics call it: the code, else the class's (an upstream's
+        error passed through may carry no code of its own)."""
+        return self.code or type(self).code or "error"
+
     def payload(self, wire: ClientWire) -> dict[str, object]:
         """The error body as the client's SDK expects it."""
         if wire == "anthropic":

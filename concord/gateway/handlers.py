@@ -124,6 +124,8 @@ class Call:
             headers.append((b"x-concord-provider", provider.encode()))
         if self.downgraded:
             headers.append((b"x-concord-downgraded", self.downgraded.encode()))
+        if self.wire == "anthropic":  # where Anthropic's SDK reads it (`message._request_id`)
+            headers.append((b"request-id", headers[0][1]))
         return headers
 
     def record(
@@ -244,7 +246,7 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
             call.calls = error.calls
         if call.request_body is not None:
             call.response_body = error.render(call.wire)
-        await _finish(state, call, call.record(error.status, error=error.code))
+        await _finish(state, call, call.record(error.status, error=error.kind))
         return error_response(error, call.wire, call.headers())
     except Exception:
         log.exception("unhandled error serving %s", call.request_id)
@@ -462,7 +464,10 @@ def _models_call(graph: Graph, request: Request) -> Call:
 
 
 def _models_headers(call: Call) -> dict[str, str]:
-    return {"x-request-id": call.request_id, "x-concord-config": call.graph.version}
+    headers = {"x-request-id": call.request_id, "x-concord-config": call.graph.version}
+    if call.wire == "anthropic":
+        headers["request-id"] = call.request_id
+    return headers
 
 
 def _model_object(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import openai
+
 from concord.translate.usage import Usage
 from tests.fakes.upstream import FakeUpstream, Fault
 from tests.gateway.conftest import MakeGateway
@@ -167,3 +169,59 @@ async def test_native_passthrough_keeps_unknown_fields(make_gateway: MakeGateway
     )
     assert upstream.requests[-1].json["vendor_flag"] == {"deep": True}
     assert upstream.requests[-1].headers["authorization"] == "Bearer sk-secret-1"
+
+
+async def test_anthropic_beta_features_reach_an_anthropic_upstream(
+    make_gateway: MakeGateway, upstream
+):
+    """The SDK's `betas=` travel as the `anthropic-beta` header: an Anthropic upstream must see
+    it, or the beta is silently off; an OpenAI upstream has no use for it."""
+    gw = make_gateway(providers(upstream))
+    client = gw.anthropic()
+    hello = [{"role": "user", "content": "hi"}]
+    betas = ["context-1m-2025-08-07", "token-efficient-tools-2025-02-19"]
+    await client.beta.messages.create(model="claude", max_tokens=5, messages=hello, betas=betas)
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/messages"
+    assert sent.headers["anthropic-beta"] == ",".join(betas)
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    await client.beta.messages.create(model="gpt-4o", max_tokens=5, messages=hello, betas=betas)
+    assert "anthropic-beta" not in upstream.requests[-1].headers
+    await client.messages.create(model="claude", max_tokens=5, messages=hello)
+    assert "anthropic-beta" not in upstream.requests[-1].headers  # only when asked
+
+
+async def test_an_upstream_client_error_keeps_its_param_and_code(
+    make_gateway: MakeGateway, upstream
+):
+    """An OpenAI-format upstream's 400 reaches an OpenAI client as OpenAI sent it; an Anthropic
+    upstream's 404 is OpenAI's model_not_found."""
+    gw = make_gateway(providers(upstream))
+    refused = Fault(status=400, message="Invalid value for 'temperature'", code="invalid_value")
+    upstream.script("gpt-4o-2024", [refused])
+    client = gw.openai()
+    hello = [{"role": "user", "content": "hi"}]
+    try:
+        await client.chat.completions.create(model="gpt-4o", messages=hello, temperature=0.5)
+    except openai.BadRequestError as error:
+        assert (error.type, error.code) == ("invalid_request_error", "invalid_value")
+        assert "temperature" in error.message
+    else:
+        raise AssertionError("the upstream's 400 was not passed on")
+    upstream.script("claude-sonnet-4-5", [Fault(status=404, message="model: claude-x")])
+    try:
+        await client.chat.completions.create(model="claude", messages=hello)
+    except openai.NotFoundError as error:
+        assert error.code == "model_not_found"
+    else:
+        raise AssertionError("the upstream's 404 was not passed on")
+    assert gw.recorder.records[-1].error_type == "model_not_found"
+
+
+async def test_the_anthropic_sdk_reads_the_request_id(make_gateway: MakeGateway, upstream):
+    gw = make_gateway(providers(upstream))
+    message = await gw.anthropic().messages.create(
+        model="claude", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message._request_id is not None and message._request_id.startswith("req_")
+    assert message._request_id == gw.recorder.records[-1].request_id

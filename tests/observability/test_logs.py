@@ -91,7 +91,7 @@ async def test_log_bodies_adds_the_request_and_the_answer_but_no_key(
     }
     assert served["response"] == answered.json()  # the answer exactly as the client got it
     assert refused["request"]["messages"][0]["content"] == "second"  # type: ignore[index]
-    assert refused["response"]["error"]["code"] is not None  # type: ignore[index]
+    assert "bad things" in refused["response"]["error"]["message"]  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
