@@ -9,7 +9,10 @@ connecting, the response headers and the first event `request.timeout`, then all
 
 A stream is complete only once its terminal event arrived (`data: [DONE]` for OpenAI wire,
 `message_stop` for Anthropic); a connection that ends before it, cleanly or not, raises
-`UpstreamConnectionError` from the iterator after the events that did arrive.
+`UpstreamConnectionError` from the iterator after the events that did arrive. A 200 stream whose
+first event is an error (Anthropic's `event: error`, OpenAI's `data: {"error": ...}`) raises the
+`UpstreamStatusError` that error stands for from `stream()` itself, so it can still fail over;
+an error event later on reaches the client.
 """
 
 from __future__ import annotations
@@ -53,6 +56,25 @@ _TERMINAL = {"openai": "[DONE]", "anthropic": "message_stop"}
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 _URL_CACHE_SIZE = 256  # parsed upstream URLs kept per adapter (Azure's vary with the deployment)
+# When every key is cooling down but one comes back within this many seconds, wait for it rather
+# than fail: a retry that slept the upstream's Retry-After on the loop's millisecond timers can
+# wake a hair before the key's cooldown (the same Retry-After) ends.
+KEY_READY_GRACE = 0.05
+
+# The HTTP status an error event inside a 200 stream stands for, by its error `type` (or `code`):
+# Anthropic's types, then OpenAI's.
+_STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "api_error": 500,
+    "server_error": 500,
+    "overloaded_error": 529,
+}
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -94,6 +116,27 @@ def _error_code(body: Any) -> str:
     if isinstance(error, dict):
         return f"{error.get('code') or ''} {error.get('type') or ''}"
     return ""
+
+
+def _stream_error_status(body: Any) -> int | None:
+    """The status an SSE event's data stands for when it is an error event, else None.
+
+    Anthropic: `{"type": "error", "error": {"type": "overloaded_error", ...}}`; OpenAI:
+    `{"error": {"message": ..., "type": "server_error", ...}}`. Unknown kinds count as 502."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if body.get("type") != "error" and not error:
+        return None
+    if isinstance(error, dict):
+        code = error.get("code")
+        if isinstance(code, int) and 400 <= code <= 599:  # vLLM and others put the status here
+            return code
+        for name in (error.get("type"), code):
+            status = _STREAM_ERROR_STATUS.get(name) if isinstance(name, str) else None
+            if status is not None:
+                return status
+    return 502
 
 
 def _describe(error: Exception) -> str:
@@ -185,7 +228,12 @@ class HTTPProvider:
             return await call(request, None)
         tried: list[str] = []
         last: UpstreamStatusError | None = None
-        while (key := self.keys.first_healthy(exclude=tried)) is not None:
+        while True:
+            key = self.keys.first_healthy(exclude=tried)
+            if key is None:
+                if last is not None:
+                    raise last
+                key = await self._key_soon()
             try:
                 return await call(request, key)
             except UpstreamStatusError as error:
@@ -194,13 +242,17 @@ class HTTPProvider:
                 self.keys.cool_down(key, error.retry_after)
                 tried.append(key)
                 last = error
-        if last is not None:
-            raise last
-        raise UpstreamStatusError(
-            f"{self.name}: every API key is cooling down",
-            status=429,
-            retry_after=self.keys.ready_in(),
-        )
+
+    async def _key_soon(self) -> str:
+        """Every key is cooling down: the one back within KEY_READY_GRACE, once waited for
+        (used without asking the clock again, which could still be a hair short), or a 429."""
+        key, wait = self.keys.soonest()
+        if wait > KEY_READY_GRACE:
+            raise UpstreamStatusError(
+                f"{self.name}: every API key is cooling down", status=429, retry_after=wait
+            )
+        await asyncio.sleep(wait)
+        return key
 
     def _url(self, request: UpstreamRequest) -> URL:
         """`url()` parsed once: aiohttp would parse the same string on every call."""
@@ -318,6 +370,9 @@ class HTTPProvider:
                     raise self.status_error(response.status, response.headers, raw)
                 stream = HTTPStream(self.name, self.wire, response, request.timeout)
                 await stream.prefetch()
+                error = self._first_event_error(stream)
+                if error is not None:
+                    raise error  # nothing reached the client yet: fail over (SPEC §2.5)
                 return stream
         except BaseException as error:
             if response is not None:
@@ -329,6 +384,18 @@ class HTTPProvider:
                 message = f"{self.name}: {_describe(error)}"
                 raise UpstreamConnectionError(message) from error
             raise
+
+    def _first_event_error(self, stream: HTTPStream) -> UpstreamStatusError | None:
+        """The error a 200 stream opened with (`event: error`, or an error object as data)
+        as the status error it stands for, or None when its first event is not an error."""
+        event = stream.first_event()
+        if event is None or (event.event != "error" and '"error"' not in event.data):
+            return None  # the common case: no JSON parsed
+        raw = event.data.encode()
+        status = _stream_error_status(_decode_body(raw))
+        if status is None and event.event == "error":
+            status = 502  # named an error, says nothing we can read
+        return None if status is None else self.status_error(status, stream.headers, raw)
 
 
 class HTTPStream:
@@ -354,6 +421,10 @@ class HTTPStream:
         """Read until the first event (keep-alive comments do not count) or the end."""
         while not self._pending and not self._eof:
             self._pending = await self._read()
+
+    def first_event(self) -> SSEEvent | None:
+        """The first event `prefetch` read, not yet consumed (None when the stream was empty)."""
+        return self._pending[0] if self._pending else None
 
     def __aiter__(self) -> AsyncIterator[SSEEvent]:
         return self._iterate()

@@ -3,6 +3,9 @@
 Requests use the first healthy key; a key answered with 401/403/429 cools down for the upstream's
 Retry-After or the provider's `key_cooldown`, and the next healthy key is tried. Keys never leave
 this object: status reports name them `key#1`, `key#2`... by position.
+
+Cooldowns are measured on `time.monotonic`, the clock the event loop sleeps on (a wall-clock step
+would otherwise lengthen or cut them short); `status()` reports their ends as epoch seconds.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ class KeyRing:
         keys: Iterable[str],
         cooldown: float,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._keys = [key for key in keys if key]
         self._cooldown = cooldown
@@ -69,23 +72,23 @@ class KeyRing:
                 self._until[position] = max(self._until.get(position, 0.0), until)
         self._cooling_until = max(self._cooling_until, until)
 
-    def ready_in(self) -> float:
-        """Seconds until some key is usable again (0 when one is usable now)."""
-        if not self._keys:
-            return 0.0
-        now = self._clock()
-        return max(min(self._until.get(p, 0.0) for p in range(len(self._keys))) - now, 0.0)
+    def soonest(self) -> tuple[str, float]:
+        """The key usable first and the seconds until it is (0 when now); needs a key."""
+        until = self._until
+        position = min(range(len(self._keys)), key=lambda p: until.get(p, 0.0))
+        return self._keys[position], max(until.get(position, 0.0) - self._clock(), 0.0)
 
     def status(self) -> list[dict[str, Any]]:
         """Per key: a masked label and `cooldown_until` (epoch seconds) or None."""
         now = self._clock()
+        to_epoch = time.time() - now
         out = []
         for position in range(len(self._keys)):
-            until = self._until.get(position)
+            until = self._until.get(position, 0.0)
             out.append(
                 {
                     "key": f"key#{position + 1}",
-                    "cooldown_until": until if until is not None and until > now else None,
+                    "cooldown_until": until + to_epoch if until > now else None,
                 }
             )
         return out

@@ -28,6 +28,7 @@ input and of the reply, so tests can assert exact usage. `up.script(key, [...])`
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections import deque
@@ -71,6 +72,8 @@ class Fault:
     - `delay`: seconds to wait before sending the response headers.
     - `chunk_delay`: seconds to wait before each stream event after the first.
     - `drop_after`: streams only: cut the connection after this many events.
+    - `stream_error`: streams only: answer 200, then send as the first event an error of this
+      status in the provider's format (`message`, `error_type` fill it), and end the stream.
     - `context_length`: a 400 context-length error as the provider words it.
     - `reply`, `tool_call` (+ `tool_arguments`): a fixed answer instead of the echo.
     - `usage`: exact usage numbers to report (`Usage.input_tokens` includes cached ones).
@@ -84,6 +87,7 @@ class Fault:
     delay: float = 0.0
     chunk_delay: float = 0.0
     drop_after: int | None = None
+    stream_error: int | None = None
     context_length: bool = False
     reply: str | None = None
     tool_call: str | None = None
@@ -266,6 +270,8 @@ class FakeUpstream:
     def _openai(self, endpoint: UpstreamEndpoint) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
             body, behaviour = await self._record(request)
+            if behaviour.stream_error and body.get("stream"):
+                return await self._stream(request, [_openai_error_event(behaviour)], NORMAL)
             if behaviour.status or behaviour.context_length:
                 return _openai_error(behaviour)
             model = str(body.get("model") or request.match_info.get("deployment") or "")
@@ -284,6 +290,8 @@ class FakeUpstream:
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         body, behaviour = await self._record(request)
+        if behaviour.stream_error and body.get("stream"):
+            return await self._stream(request, [_anthropic_error_event(behaviour)], NORMAL)
         if behaviour.status or behaviour.context_length:
             return _anthropic_error(behaviour)
         model = str(body.get("model") or "")
@@ -355,3 +363,26 @@ def _anthropic_error(behaviour: Fault) -> web.Response:
         kind, message = "invalid_request_error", behaviour.message or ANTHROPIC_CONTEXT_MESSAGE
     body = {"type": "error", "error": {"type": behaviour.error_type or kind, "message": message}}
     return web.json_response(body, status=status, headers=_headers(behaviour))
+
+
+def _openai_error_event(behaviour: Fault) -> SSEEvent:
+    """`data: {"error": {...}}`: how OpenAI-compatible APIs report an error inside a stream."""
+    status = behaviour.stream_error or 500
+    kind, code = _OPENAI_TYPES.get(status, ("server_error", None))
+    error = {
+        "message": behaviour.message or f"fake upstream stream error {status}",
+        "type": behaviour.error_type or kind,
+        "param": None,
+        "code": behaviour.code or code,
+    }
+    return SSEEvent(data=json.dumps({"error": error}))
+
+
+def _anthropic_error_event(behaviour: Fault) -> SSEEvent:
+    """`event: error` with `{"type": "error", "error": {...}}`, as Anthropic streams report one."""
+    status = behaviour.stream_error or 529
+    error = {
+        "type": behaviour.error_type or _ANTHROPIC_TYPES.get(status, "api_error"),
+        "message": behaviour.message or f"fake upstream stream error {status}",
+    }
+    return SSEEvent(data=json.dumps({"type": "error", "error": error}), event="error")

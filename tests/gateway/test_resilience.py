@@ -7,6 +7,7 @@ import time
 import openai
 import pytest
 
+from concord.providers.keys import KeyRing
 from tests.fakes.upstream import FakeUpstream, Fault
 from tests.gateway.conftest import MakeGateway
 
@@ -234,3 +235,95 @@ async def test_context_overflow_summarize_condenses_older_turns(
             "where did we meet?",
         }
     ]
+
+
+def error_first_config(up: FakeUpstream) -> str:
+    """Two targets per model, one wire each; no retries, so each target is called once."""
+    return f"""
+    providers:
+      oa: {{type: openai, base_url: "{up.openai_url}", api_keys: [ka]}}
+      ob: {{type: openai, base_url: "{up.openai_url}", api_keys: [kb]}}
+      aa: {{type: anthropic, base_url: "{up.url}", api_keys: [ka]}}
+      ab: {{type: anthropic, base_url: "{up.url}", api_keys: [kb]}}
+    models:
+      gpt-duo: {{targets: [oa/gpt-first, ob/gpt-second]}}
+      claude-duo: {{targets: [aa/claude-first, ab/claude-second]}}
+    defaults:
+      timeout: 2s
+      retry: {{attempts: 1}}
+    """
+
+
+async def test_openai_stream_whose_first_event_is_an_error_fails_over(
+    make_gateway: MakeGateway, upstream
+):
+    gw = make_gateway(error_first_config(upstream))
+    # HTTP 200, then `data: {"error": {"type": "server_error", ...}}` before any chunk
+    upstream.script("gpt-first", [Fault(stream_error=500, message="The server had an error")])
+    raw = await gw.openai().chat.completions.with_raw_response.create(
+        model="gpt-duo", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    assert raw.status_code == 200
+    assert raw.headers["x-concord-provider"] == "ob"
+    text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+    assert text == "Echo: x"
+    assert [r.model for r in upstream.requests] == ["gpt-first", "gpt-second"]
+
+
+async def test_anthropic_stream_whose_first_event_is_an_error_fails_over(
+    make_gateway: MakeGateway, upstream
+):
+    gw = make_gateway(error_first_config(upstream))
+    # HTTP 200, then `event: error` / `{"type": "error", "error": {"type": "overloaded_error"}}`
+    upstream.script("claude-first", [Fault(stream_error=529, message="Overloaded")])
+    raw = await gw.anthropic().messages.with_raw_response.create(
+        model="claude-duo",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+    )
+    assert raw.status_code == 200
+    assert raw.headers["x-concord-provider"] == "ab"
+    events = [event async for event in await raw.parse()]
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+    assert text == "Echo: x"
+    assert events[-1].type == "message_stop"
+    assert [r.model for r in upstream.requests] == ["claude-first", "claude-second"]
+
+
+async def test_retry_after_on_the_only_key_reaches_the_upstream_each_time(
+    make_gateway: MakeGateway, upstream
+):
+    """The 429 benches the only key for Retry-After, and the retry sleeps Retry-After; a loop
+    timer may wake the retry a hair (here 1 ms) before the key's cooldown ends, as uvloop's
+    millisecond timers can. The retry must still reach the upstream, not fail on its own."""
+    gw = make_gateway(
+        f"""
+        providers:
+          up: {{type: openai, base_url: "{upstream.openai_url}", api_keys: [k1]}}
+        models:
+          solo: {{targets: [up/solo-model]}}
+        defaults:
+          timeout: 2s
+          retry: {{attempts: 3}}
+        """
+    )
+    now = [1000.0]  # one clock for the key cooldowns and the retry sleeps: no real waiting
+    provider = gw.state.pool.get("up")
+    provider.keys = KeyRing(
+        provider.spec.api_keys, provider.spec.key_cooldown, clock=lambda: now[0]
+    )
+
+    async def wakes_a_millisecond_early(seconds: float) -> None:
+        now[0] += max(seconds - 0.001, 0.0)
+
+    gw.state.attempts.sleep = wakes_a_millisecond_early
+    upstream.script(
+        "solo-model",
+        [Fault(status=429, retry_after=1), Fault(status=429, retry_after=1), Fault(reply="ok")],
+    )
+    raw = await chat(gw.openai(), model="solo")
+    assert raw.status_code == 200
+    assert raw.parse().choices[0].message.content == "ok"
+    assert [r.model for r in upstream.requests] == ["solo-model"] * 3
+    assert raw.headers["x-concord-attempts"] == "3"

@@ -19,6 +19,7 @@ from concord.providers.base import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from concord.providers.http import KEY_READY_GRACE
 from concord.providers.registry import build_provider
 from tests.fakes.sdk import accumulate_anthropic, accumulate_openai
 from tests.fakes.upstream import FakeUpstream, Fault
@@ -374,3 +375,84 @@ def test_fake_upstream_runs_in_a_thread_for_sync_tests():
         fake.stop()
     assert body["choices"][0]["message"]["content"] == "Echo: hello there"
     assert fake.requests[0].path == "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status"),
+    [
+        ("overloaded_error", 529),
+        ("rate_limit_error", 429),
+        ("api_error", 500),
+        ("invalid_request_error", 400),
+        ("authentication_error", 401),
+        ("permission_error", 403),
+        ("not_found_error", 404),
+        ("request_too_large", 413),
+        ("brand_new_error", 502),
+    ],
+)
+async def test_anthropic_stream_opening_with_an_error_event_raises_its_status(
+    anthropic, upstream, error_type, status
+):
+    upstream.script("claude", [Fault(stream_error=500, error_type=error_type, message="Nope")])
+    with pytest.raises(UpstreamStatusError) as caught:
+        await anthropic.stream(UpstreamRequest("messages", {**MESSAGES, "stream": True}, timeout=5))
+    assert type(caught.value) is UpstreamStatusError
+    assert caught.value.status == status
+    assert caught.value.body == {"type": "error", "error": {"type": error_type, "message": "Nope"}}
+    assert "Nope" in caught.value.message
+
+
+async def test_openai_stream_opening_with_an_error_event_raises_its_status(openai, upstream):
+    upstream.script(
+        "gpt-4o",
+        [Fault(stream_error=500, message="boom sk-one"), Fault(stream_error=429)],
+    )
+    with pytest.raises(UpstreamStatusError) as caught:
+        await openai.stream(UpstreamRequest("chat", chat(stream=True), timeout=5))
+    assert caught.value.status == 500
+    assert caught.value.body["error"]["type"] == "server_error"
+    assert "sk-one" not in caught.value.message and "sk-one" not in repr(caught.value.body)
+    # a rate-limit error event (code "rate_limit_exceeded") cools the key like a 429 answer
+    stream = await openai.stream(UpstreamRequest("chat", chat(stream=True), timeout=5))
+    assert (
+        accumulate_openai(await collect(stream)).choices[0].message.content == "Echo: hello there"
+    )
+    assert [r.headers["authorization"] for r in upstream.requests[1:]] == [
+        "Bearer sk-one",
+        "Bearer sk-two",
+    ]
+    assert openai.key_status()[0]["cooldown_until"] is not None
+
+
+async def test_stream_opening_with_a_context_length_error_is_a_context_length_error(
+    openai, anthropic, upstream
+):
+    upstream.script(
+        "gpt-4o",
+        [Fault(stream_error=400, code="context_length_exceeded", message="too many tokens")],
+    )
+    upstream.script("claude", [Fault(stream_error=400, message="prompt is too long: 9 > 8")])
+    with pytest.raises(ContextLengthError) as caught:
+        await openai.stream(UpstreamRequest("chat", chat(stream=True), timeout=5))
+    assert caught.value.status == 400
+    with pytest.raises(ContextLengthError):
+        await anthropic.stream(UpstreamRequest("messages", {**MESSAGES, "stream": True}, timeout=5))
+
+
+async def test_a_key_back_within_the_grace_is_waited_for_not_refused(upstream):
+    provider = build_provider(
+        ProviderSpec(name="up", type="openai", base_url=upstream.openai_url, api_keys=("k1",))
+    )
+    try:
+        provider.keys.cool_down("k1", KEY_READY_GRACE / 2)
+        response = await provider.send(UpstreamRequest("chat", chat(), timeout=5))
+        assert response.status == 200
+        assert len(upstream.requests) == 1
+        provider.keys.cool_down("k1", 30)
+        with pytest.raises(UpstreamStatusError) as benched:
+            await provider.send(UpstreamRequest("chat", chat(), timeout=5))
+        assert benched.value.status == 429 and 29 < benched.value.retry_after <= 30
+        assert len(upstream.requests) == 1
+    finally:
+        await provider.close()
