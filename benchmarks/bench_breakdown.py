@@ -30,7 +30,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -44,9 +43,8 @@ from bench_gateway import (  # the same servers, config and upstream
     PYTHON,
     ROOT,
     free_port,
-    pinned,
+    serving,
     start_upstream,
-    wait_ready,
     write_config,
     wrk,
 )
@@ -96,11 +94,7 @@ def cpu_ticks(pid: int) -> int:
 
 
 def measure(argv: list[str], port: int, duration: int, script: Path, log: Path) -> dict:
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(pinned(0, argv), stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc)
+    with serving(argv, port, log) as (proc, url):
         wrk(url, CONNECTIONS, 1, script)  # warm up
         before = cpu_ticks(proc.pid)
         result = wrk(url, CONNECTIONS, duration, script)
@@ -108,9 +102,6 @@ def measure(argv: list[str], port: int, duration: int, script: Path, log: Path) 
         requests = result["rps"] * duration
         result["cpu_us"] = ticks / os.sysconf("SC_CLK_TCK") / requests * 1e6
         return result
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def concord_variant(config: Path, port: int, preamble: str) -> list[str]:

@@ -200,13 +200,23 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def measure(argv: list[str], port: int, duration: int, scripts: dict, log: Path) -> dict:
-    """Run one proxy alone on core 0; its stderr (the access log) goes to the file `log`."""
+@contextlib.contextmanager
+def serving(argv: list[str], port: int, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """One proxy running alone on core 0, answering; its stderr (the access log) goes to `log`.
+    Yields the process and its base URL; stops it afterwards."""
     with log.open("wb") as stderr:
         proc = subprocess.Popen(pinned(0, argv), stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
+        yield proc, url
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def measure(argv: list[str], port: int, duration: int, scripts: dict, log: Path) -> dict:
+    with serving(argv, port, log) as (proc, url):
         result: dict[str, float] = {}
         for connections in (8, 64):
             wrk(url, connections, 1, scripts["plain"])  # warm up
@@ -215,9 +225,6 @@ def measure(argv: list[str], port: int, duration: int, scripts: dict, log: Path)
         result["ttft_ms"] = ttft(url)
         result["rss_mib"] = peak_rss_mib(_child_pid(proc))
         return result
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def _child_pid(proc: subprocess.Popen[bytes]) -> int:
