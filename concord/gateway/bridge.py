@@ -7,7 +7,14 @@ streams included. Every answer carries the model name the client asked for.
 
 One exception to "untouched": an OpenAI-format stream always asks the upstream for usage
 (`stream_options.include_usage`), because spend is computed from it (SPEC §2.6); the usage chunk is
-removed again when the client did not ask for it.
+removed again when the client did not ask for it. An OpenAI stream that ends without `[DONE]`
+(which `HTTPStream` accepts once a choice has finished) gets one from the gateway, so the client
+sees the stream end as OpenAI ends it.
+
+A chat request using OpenAI's deprecated `functions` (not `tools`) and served by a Messages
+upstream is answered the legacy way, `function_call` instead of `tool_calls`, streams included:
+the handler says so (`legacy_functions`), since bridges are shared by every request between the
+same two endpoints.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from concord.translate.usage import StreamUsageMeter, Usage, usage_from_anthropi
 
 JSON = dict[str, Any]
 _DONE = b"data: [DONE]\n\n"
+_DONE_EVENT = SSEEvent(data="[DONE]")
 
 
 class Stage(Protocol):
@@ -94,8 +102,9 @@ class Bridge:
             return usage_from_anthropic(upstream_body)
         return usage_from_openai(upstream_body)
 
-    def response(self, upstream_body: JSON, model: str) -> JSON:
-        """The upstream answer in the client's format, naming the requested `model`."""
+    def response(self, upstream_body: JSON, model: str, *, legacy_functions: bool = False) -> JSON:
+        """The upstream answer in the client's format, naming the requested `model`;
+        `legacy_functions`: a chat client's `functions` request (module docstring)."""
         client, upstream = self.client, self.upstream
         if client == upstream:
             upstream_body["model"] = model
@@ -103,7 +112,9 @@ class Bridge:
         if client == "messages":
             return openai_response_to_anthropic(upstream_body, model=model)
         if client == "chat":
-            return anthropic_response_to_openai(upstream_body, model=model)
+            return anthropic_response_to_openai(
+                upstream_body, model=model, legacy_functions=legacy_functions
+            )
         chat = upstream_body
         if upstream == "messages":
             chat = anthropic_response_to_openai(upstream_body, model=model)
@@ -111,7 +122,9 @@ class Bridge:
         out["model"] = model
         return out
 
-    def relay(self, model: str, *, include_usage: bool, input_tokens: int) -> Relay:
+    def relay(
+        self, model: str, *, include_usage: bool, input_tokens: int, legacy_functions: bool = False
+    ) -> Relay:
         """A stream translator from upstream events to client bytes."""
         client, upstream = self.client, self.upstream
         stages: list[Stage]
@@ -120,7 +133,11 @@ class Bridge:
                 meter = StreamUsageMeter("anthropic")
                 stage: Any = AnthropicPassStage(model, meter)
                 return Relay([stage], lambda: meter.usage)
-            translator = AnthropicToOpenAIStream(model, include_usage=include_usage)
+            translator = AnthropicToOpenAIStream(
+                model,
+                include_usage=include_usage,
+                legacy_functions=client == "chat" and legacy_functions,
+            )
             stages = [translator]
             if client == "completions":
                 stages.append(ChatToCompletionStream())
@@ -164,16 +181,19 @@ def _upstream_endpoint(endpoint: Endpoint, native: frozenset[str]) -> UpstreamEn
 
 
 class OpenAIPassStage:
-    """OpenAI chunks through, as they came but for `model`; keeps usage, hides it if unasked."""
+    """OpenAI chunks through, as they came but for `model`; keeps usage, hides it if unasked.
+    Ends the stream with `[DONE]` when the upstream ended it without one."""
 
     def __init__(self, model: str, *, include_usage: bool) -> None:
         self.model = model
         self.include_usage = include_usage
         self.usage = Usage()
+        self.done = False
 
     def feed(self, event: SSEEvent) -> list[SSEEvent]:
         data = event.data
         if data == "[DONE]":
+            self.done = True
             return [event]
         try:
             chunk = orjson.loads(data)
@@ -193,7 +213,7 @@ class OpenAIPassStage:
         return [SSEEvent(orjson.dumps(chunk).decode(), event.event)]
 
     def finish(self) -> list[SSEEvent]:
-        return []
+        return [] if self.done else [_DONE_EVENT]
 
 
 class AnthropicPassStage:

@@ -50,8 +50,8 @@ def replay_stream(endpoint: Endpoint, body: JSON, *, include_usage: bool) -> byt
 
 
 def chat_chunks(body: JSON, *, include_usage: bool) -> list[JSON]:
-    """`chat.completion` → `chat.completion.chunk`s: per choice its role, content, tool calls and
-    finish reason; then the usage-only chunk if asked for."""
+    """`chat.completion` → `chat.completion.chunk`s: per choice its role, content, tool calls (or
+    legacy function call) and finish reason; then the usage-only chunk if asked for."""
     head = {
         "id": body.get("id"),
         "object": "chat.completion.chunk",
@@ -76,6 +76,8 @@ def chat_chunks(body: JSON, *, include_usage: bool) -> list[JSON]:
         calls = [dict(call, index=i) for i, call in enumerate(_list(message.get("tool_calls")))]
         if calls:
             delta["tool_calls"] = calls
+        if isinstance(message.get("function_call"), dict):  # a legacy `functions` answer
+            delta["function_call"] = message["function_call"]
         entry = {"index": index, "delta": delta, "finish_reason": None, "logprobs": None}
         chunks.append(chunk([entry]))
         finish = {

@@ -46,6 +46,7 @@ from concord.gateway.respond import (
     error_response,
     json_response,
 )
+from concord.translate.anthropic_openai import uses_legacy_functions
 from concord.translate.collect import collector_for
 from concord.translate.usage import Usage
 
@@ -67,6 +68,7 @@ class Call:
         "downgraded",
         "endpoint",
         "graph",
+        "legacy_functions",
         "principal",
         "request_body",
         "request_id",
@@ -91,6 +93,7 @@ class Call:
         self.downgraded: str | None = None
         self.admission: Admission | None = None
         self.calls = 0
+        self.legacy_functions = False  # a chat request with OpenAI's deprecated `functions`
         self.request_body: bytes | None = None  # kept only with `server.log_bodies`
         self.response_body: bytes | None = None
 
@@ -210,6 +213,8 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
             call.request_body = raw
         body = parse_json(raw)
         validate(endpoint, body)
+        if "functions" in body:  # answered with `function_call`, as OpenAI answers it
+            call.legacy_functions = endpoint == "chat" and uses_legacy_functions(body)
         await limiter.acquire()
         holding = True
         ctx = build_context(endpoint, body, call.principal, headers)
@@ -322,7 +327,10 @@ async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
     assert served.response is not None and call.ctx is not None
     upstream_body = served.response.body
     usage = served.bridge.usage(upstream_body)
-    content = orjson.dumps(served.bridge.response(upstream_body, call.ctx.model))
+    answer = served.bridge.response(
+        upstream_body, call.ctx.model, legacy_functions=call.legacy_functions
+    )
+    content = orjson.dumps(answer)
     if call.admission is not None:  # SPEC §2.5: keep it for the next identical request
         attempt = served.attempt
         await state.guards.store(
@@ -367,7 +375,10 @@ def _stream(
     assert served.stream is not None and call.ctx is not None
     include_usage = _include_usage(body)
     relay = served.bridge.relay(
-        call.ctx.model, include_usage=include_usage, input_tokens=call.ctx.input_tokens
+        call.ctx.model,
+        include_usage=include_usage,
+        input_tokens=call.ctx.input_tokens,
+        legacy_functions=call.legacy_functions,
     )
     admission = call.admission
     if admission is not None and admission.cache_key is not None:
@@ -395,7 +406,10 @@ async def _store_stream(state: GatewayState, call: Call, served: Served, relay: 
     if upstream_body is None:
         return
     try:
-        content = orjson.dumps(served.bridge.response(upstream_body, call.ctx.model))
+        answer = served.bridge.response(
+            upstream_body, call.ctx.model, legacy_functions=call.legacy_functions
+        )
+        content = orjson.dumps(answer)
     except Exception:  # an answer the translation cannot rebuild is simply not cached
         log.debug("streamed answer of %s not cached", call.request_id, exc_info=True)
         return

@@ -7,9 +7,14 @@ Timeouts (SPEC §2.5, per attempt): `send` gives the whole call `request.timeout
 connecting, the response headers and the first event `request.timeout`, then allows at most
 `request.timeout` of silence between chunks.
 
-A stream is complete only once its terminal event arrived (`data: [DONE]` for OpenAI wire,
-`message_stop` for Anthropic); a connection that ends before it, cleanly or not, raises
-`UpstreamConnectionError` from the iterator after the events that did arrive. A 200 stream whose
+A stream is complete once its terminal event arrived (`data: [DONE]` for OpenAI wire,
+`message_stop` for Anthropic). Some OpenAI-compatible servers leave `[DONE]` out, so an OpenAI-wire
+stream is also complete when a chunk carried a non-null `finish_reason` and the connection then
+closed cleanly (anything after it, such as the usage chunk, is still relayed); that is found by a
+substring match on the chunk text (`"finish_reason":"`), not by parsing it. Otherwise a connection
+that ends early raises `UpstreamConnectionError` from the iterator after the events that did
+arrive: a clean close before any choice finished (or, for Anthropic, before `message_stop`), or
+a dropped connection at any point. A 200 stream whose
 first event is an error (Anthropic's `event: error`, OpenAI's `data: {"error": ...}`) raises the
 `UpstreamStatusError` that error stands for from `stream()` itself, so it can still fail over;
 an error event later on reaches the client.
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -51,6 +57,9 @@ Call = Callable[[UpstreamRequest, "str | None"], Awaitable[T]]
 
 # The event that ends a complete stream, per wire; EOF before it means the stream was cut short.
 _TERMINAL = {"openai": "[DONE]", "anthropic": "message_stop"}
+# An OpenAI chunk in which a choice finished: `finish_reason` with a string value, not null. The
+# key cannot match inside a JSON string value, where its quotes would be escaped.
+_FINISHED = re.compile(r'"finish_reason"\s*:\s*"')
 # `send` bounds the whole call with a coarse deadline (`concord.deadlines`), so aiohttp keeps no
 # timer of its own: a loop timer set and cancelled per call was about 3% of the call's work.
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
@@ -409,6 +418,9 @@ class HTTPStream:
         self.headers: Mapping[str, str] = dict(response.headers)
         self._provider = provider
         self._terminal = _TERMINAL[wire]
+        # OpenAI wire: watch for a finished choice until one is seen (a clean EOF then ends it)
+        self._watch_finish = wire == "openai"
+        self._finished = False
         self._response = response
         self._timeout = timeout
         self._parser = SSEParser()
@@ -442,8 +454,13 @@ class HTTPStream:
                 for event in events:
                     if event.data == self._terminal or event.event == self._terminal:
                         self._complete = True
+                    elif self._watch_finish and _FINISHED.search(event.data):
+                        self._finished = True
+                        self._watch_finish = False
                     yield event
                 if self._eof:
+                    # a clean end after a finished choice is complete without `[DONE]`
+                    self._complete = self._complete or (self._finished and not self._closed)
                     break
                 self._pending = await self._read()
         finally:

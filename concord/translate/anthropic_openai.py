@@ -10,6 +10,10 @@ Choices worth knowing:
 - OpenAI bodies get `max_completion_tokens` (what current OpenAI models require); pass
   `max_tokens_field="max_tokens"` for older OpenAI-compatible servers.
 - All system/developer messages become Anthropic's top-level `system`, joined by blank lines.
+- OpenAI's deprecated `functions` / `function_call` (used without `tools`) become Anthropic tools
+  limited to one call per turn, and the answer comes back the legacy way: `message.function_call`
+  and `finish_reason: "function_call"` (`legacy_functions=True`; streams in `streams.py`). A
+  `function` message answers the assistant's `function_call` before it as a `tool_result`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ OPENAI_TO_ANTHROPIC_STOP: dict[str, str] = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
+
+
+def uses_legacy_functions(body: JSON) -> bool:
+    """True for a chat request using the deprecated `functions` rather than `tools`: its answer
+    must carry `function_call`, as OpenAI answers such a request."""
+    return bool(body.get("functions")) and not body.get("tools")
 
 
 # ---- ids -------------------------------------------------------------------------------------
@@ -262,7 +272,8 @@ def openai_request_to_anthropic(body: JSON, *, default_max_tokens: int = 4096) -
     if tools:
         out["tools"] = tools
     choice = _openai_tool_choice_to_anthropic(body.get("tool_choice", body.get("function_call")))
-    if body.get("parallel_tool_calls") is False and tools:
+    single = body.get("parallel_tool_calls") is False or uses_legacy_functions(body)
+    if single and tools and (choice is None or choice.get("type") != "none"):
         choice = dict(choice or {"type": "auto"}, disable_parallel_tool_use=True)
     if choice is not None and (tools or choice.get("type") == "none"):
         out["tool_choice"] = choice
@@ -284,6 +295,7 @@ def _content_text(content: Any) -> str:
 def _openai_messages_to_anthropic(messages: list[JSON]) -> tuple[str, list[JSON]]:
     system: list[str] = []
     out: list[JSON] = []
+    function_id: str | None = None  # the tool_use id of the last assistant `function_call`
     for message in messages:
         role = message.get("role")
         if role in ("system", "developer"):
@@ -292,7 +304,17 @@ def _openai_messages_to_anthropic(messages: list[JSON]) -> tuple[str, list[JSON]
                 system.append(text)
             continue
         if role == "assistant":
-            converted = {"role": "assistant", "content": _openai_assistant_blocks(message)}
+            function_id = "toolu_" + uuid.uuid4().hex[:24] if message.get("function_call") else None
+            blocks = _openai_assistant_blocks(message, function_id)
+            converted = {"role": "assistant", "content": blocks}
+        elif role == "function" and function_id is not None:  # legacy: answers that call
+            block = {
+                "type": "tool_result",
+                "tool_use_id": function_id,
+                "content": _content_text(message.get("content")),
+            }
+            converted = {"role": "user", "content": [block]}
+            function_id = None
         elif role == "tool":
             block = {
                 "type": "tool_result",
@@ -303,7 +325,7 @@ def _openai_messages_to_anthropic(messages: list[JSON]) -> tuple[str, list[JSON]
         elif role == "user":
             converted = {"role": "user", "content": _openai_user_content(message.get("content"))}
         else:
-            continue  # legacy `function` messages have no id to pair with a tool_use
+            continue  # e.g. a `function` message that follows no `function_call`
         if not converted["content"]:
             continue
         _append_merged(out, converted)
@@ -371,14 +393,14 @@ def _file_to_document(file: JSON) -> JSON | None:
     return document
 
 
-def _openai_assistant_blocks(message: JSON) -> list[JSON]:
+def _openai_assistant_blocks(message: JSON, function_id: str | None = None) -> list[JSON]:
     blocks: list[JSON] = []
     text = _content_text(message.get("content")) or message.get("refusal") or ""
     if text:
         blocks.append({"type": "text", "text": text})
     calls = list(message.get("tool_calls") or [])
     if message.get("function_call"):
-        calls.append({"id": None, "function": message["function_call"]})
+        calls.append({"id": function_id, "function": message["function_call"]})
     for call in calls:
         function = call.get("function") or {}
         blocks.append(
@@ -449,8 +471,11 @@ def openai_response_to_anthropic(body: JSON, *, model: str | None = None) -> JSO
     }
 
 
-def anthropic_response_to_openai(body: JSON, *, model: str | None = None) -> JSON:
-    """A Messages response as a chat.completion."""
+def anthropic_response_to_openai(
+    body: JSON, *, model: str | None = None, legacy_functions: bool = False
+) -> JSON:
+    """A Messages response as a chat.completion; with `legacy_functions`, the first tool call as
+    `message.function_call` and `finish_reason: "function_call"`, as OpenAI answers `functions`."""
     texts: list[str] = []
     tool_calls: list[JSON] = []
     for block in body.get("content") or []:
@@ -470,9 +495,15 @@ def anthropic_response_to_openai(body: JSON, *, model: str | None = None) -> JSO
         "content": "".join(texts) if texts or not tool_calls else None,
         "refusal": None,
     }
-    if tool_calls:
-        message["tool_calls"] = tool_calls
     stop = body.get("stop_reason") or "end_turn"
+    finish = ANTHROPIC_TO_OPENAI_FINISH.get(stop, "stop")
+    if legacy_functions:
+        if tool_calls:
+            message["function_call"] = tool_calls[0]["function"]
+        if finish == "tool_calls":
+            finish = "function_call"
+    elif tool_calls:
+        message["tool_calls"] = tool_calls
     return {
         "id": openai_completion_id(body.get("id")),
         "object": "chat.completion",
@@ -482,7 +513,7 @@ def anthropic_response_to_openai(body: JSON, *, model: str | None = None) -> JSO
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": ANTHROPIC_TO_OPENAI_FINISH.get(stop, "stop"),
+                "finish_reason": finish,
                 "logprobs": None,
             }
         ],

@@ -3,6 +3,10 @@
 Each translator is a small state machine: `feed(event)` takes one upstream SSE event and returns
 the client-format events it implies (possibly none), `finish()` closes the stream properly when the
 upstream ended. Both keep the usage they saw in `.usage` (SPEC §2.6: spend from usage).
+
+`AnthropicToOpenAIStream(legacy_functions=True)` answers a request that used OpenAI's deprecated
+`functions` as OpenAI would: the first tool call as `delta.function_call` chunks (`name` in the
+first, `arguments` pieces after), later calls dropped, and `finish_reason: "function_call"`.
 """
 
 from __future__ import annotations
@@ -174,9 +178,10 @@ class OpenAIToAnthropicStream:
 class AnthropicToOpenAIStream:
     """Anthropic Messages stream events in, chat.completion.chunk events (and [DONE]) out."""
 
-    def __init__(self, model: str, *, include_usage: bool) -> None:
+    def __init__(self, model: str, *, include_usage: bool, legacy_functions: bool = False) -> None:
         self.model = model
         self.include_usage = include_usage
+        self.legacy_functions = legacy_functions
         self.usage = Usage()
         self._raw_usage: dict[str, int] = {}
         self._id = openai_completion_id(None)
@@ -220,7 +225,10 @@ class AnthropicToOpenAIStream:
             return []
         self._finished = True
         out = self._start()
-        out.append(self._chunk({}, finish_reason=self._finish_reason))
+        finish_reason = self._finish_reason
+        if self.legacy_functions and finish_reason == "tool_calls":
+            finish_reason = "function_call"
+        out.append(self._chunk({}, finish_reason=finish_reason))
         if self.include_usage:
             usage_chunk = self._envelope([])
             usage_chunk["usage"] = {
@@ -270,6 +278,12 @@ class AnthropicToOpenAIStream:
         if block.get("type") != "tool_use":
             return []
         position = len(self._tools)
+        if self.legacy_functions:
+            if position:
+                return []  # `function_call` is one call: later ones have no legacy form
+            self._tools[payload.get("index", 0)] = position
+            function = {"name": block.get("name"), "arguments": ""}
+            return [self._chunk({"function_call": function})]
         self._tools[payload.get("index", 0)] = position
         call = {
             "index": position,
@@ -287,6 +301,8 @@ class AnthropicToOpenAIStream:
             position = self._tools.get(payload.get("index", 0))
             if position is None:
                 return []
+            if self.legacy_functions:
+                return [self._chunk({"function_call": {"arguments": delta["partial_json"]}})]
             call = {"index": position, "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [call]})]
         return []  # thinking, signatures and citations have no OpenAI form

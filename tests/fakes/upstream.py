@@ -72,6 +72,9 @@ class Fault:
     - `delay`: seconds to wait before sending the response headers.
     - `chunk_delay`: seconds to wait before each stream event after the first.
     - `drop_after`: streams only: cut the connection after this many events.
+    - `end_after`: streams only: end the stream cleanly (as if complete) after this many events.
+    - `omit_done`: OpenAI streams only: leave out the final `data: [DONE]`, as some
+      OpenAI-compatible servers do, and end the stream cleanly after the last chunk.
     - `stream_error`: streams only: answer 200, then send as the first event an error of this
       status in the provider's format (`message`, `error_type` fill it), and end the stream.
     - `context_length`: a 400 context-length error as the provider words it.
@@ -87,6 +90,8 @@ class Fault:
     delay: float = 0.0
     chunk_delay: float = 0.0
     drop_after: int | None = None
+    end_after: int | None = None
+    omit_done: bool = False
     stream_error: int | None = None
     context_length: bool = False
     reply: str | None = None
@@ -306,6 +311,10 @@ class FakeUpstream:
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if behaviour.omit_done:
+            events = [event for event in events if event.data != "[DONE]"]
+        if behaviour.end_after is not None:
+            events = events[: behaviour.end_after]
         for position, event in enumerate(events):
             if behaviour.drop_after is not None and position >= behaviour.drop_after:
                 # Cut the socket mid-body: the client sees an incomplete chunked response.

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import openai
+import pytest
 
 from concord.translate.usage import Usage
 from tests.fakes.upstream import FakeUpstream, Fault
-from tests.gateway.conftest import MakeGateway
+from tests.gateway.conftest import CLIENT_KEY, MakeGateway
 
 
 def providers(up: FakeUpstream) -> str:
@@ -225,3 +226,179 @@ async def test_the_anthropic_sdk_reads_the_request_id(make_gateway: MakeGateway,
     )
     assert message._request_id is not None and message._request_id.startswith("req_")
     assert message._request_id == gw.recorder.records[-1].request_id
+
+
+WEATHER_FUNCTION = WEATHER_TOOL["function"]
+
+
+async def test_legacy_functions_client_gets_function_call_from_an_anthropic_upstream(
+    make_gateway: MakeGateway, upstream
+):
+    """Client code written for the deprecated `functions` reads `message.function_call`, as
+    OpenAI answers it, and sends the result back as a `function` message."""
+    gw = make_gateway(providers(upstream))
+    upstream.script(
+        "claude-sonnet-4-5", [Fault(tool_call="get_weather", tool_arguments='{"city":"Oslo"}')]
+    )
+    client = gw.openai()
+    asked = [{"role": "user", "content": "Weather in Oslo?"}]
+    first = await client.chat.completions.create(
+        model="claude",
+        messages=asked,
+        functions=[WEATHER_FUNCTION],
+        function_call={"name": "get_weather"},
+    )
+    choice = first.choices[0]
+    assert choice.finish_reason == "function_call"
+    assert choice.message.tool_calls is None
+    call = choice.message.function_call
+    assert call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Oslo"}
+    sent = upstream.requests[-1].json
+    assert [tool["name"] for tool in sent["tools"]] == ["get_weather"]
+    assert sent["tool_choice"] == {
+        "type": "tool",
+        "name": "get_weather",
+        "disable_parallel_tool_use": True,
+    }
+
+    upstream.script("claude-sonnet-4-5", [Fault(reply="It is sunny.")])
+    second = await client.chat.completions.create(
+        model="claude",
+        messages=[
+            *asked,
+            {"role": "assistant", "content": None, "function_call": call.model_dump()},
+            {"role": "function", "name": "get_weather", "content": "sunny"},
+        ],
+        functions=[WEATHER_FUNCTION],
+    )
+    assert second.choices[0].message.content == "It is sunny."
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.function_call is None
+    turns = upstream.requests[-1].json["messages"]
+    tool_use, tool_result = turns[1]["content"][0], turns[2]["content"][0]
+    assert (tool_use["type"], tool_use["input"]) == ("tool_use", {"city": "Oslo"})
+    assert tool_result == {"type": "tool_result", "tool_use_id": tool_use["id"], "content": "sunny"}
+
+
+async def test_legacy_functions_stream_from_an_anthropic_upstream(
+    make_gateway: MakeGateway, upstream
+):
+    gw = make_gateway(providers(upstream))
+    upstream.script(
+        "claude-sonnet-4-5", [Fault(tool_call="get_weather", tool_arguments='{"city":"Oslo"}')]
+    )
+    async with gw.openai().chat.completions.stream(
+        model="claude",
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        functions=[WEATHER_FUNCTION],
+        function_call="auto",
+    ) as stream:
+        chunks = [event.chunk async for event in stream if event.type == "chunk"]
+        final = await stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "function_call"
+    assert not choice.message.tool_calls
+    assert choice.message.function_call.name == "get_weather"
+    assert json.loads(choice.message.function_call.arguments) == {"city": "Oslo"}
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    calls = [d.function_call for d in deltas if d.function_call is not None]
+    assert calls[0].name == "get_weather" and all(c.name is None for c in calls[1:])
+    assert all(d.tool_calls is None for d in deltas)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "function_call"
+
+
+async def test_legacy_functions_to_an_openai_upstream_pass_through(
+    make_gateway: MakeGateway, upstream
+):
+    gw = make_gateway(providers(upstream))
+    await gw.openai().chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        functions=[WEATHER_FUNCTION],
+        function_call="auto",
+    )
+    sent = upstream.requests[-1].json
+    assert sent["functions"] == [WEATHER_FUNCTION] and sent["function_call"] == "auto"
+    assert "tools" not in sent
+
+
+async def test_openai_stream_without_done_after_finish_reason_is_complete(
+    make_gateway: MakeGateway, upstream
+):
+    """Some OpenAI-compatible servers end a stream without `data: [DONE]`: after a finished
+    choice (and the usage chunk) a clean close is the end of the answer, not an error."""
+    gw = make_gateway(providers(upstream))
+    upstream.script("gpt-4o-2024", [Fault(reply="All done here", omit_done=True)])
+    stream = await gw.openai().chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "All done here"
+    )
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+    record = gw.recorder.records[-1]
+    assert (record.status, record.error_type, record.output_tokens) == (200, None, 3)
+
+    upstream.script("gpt-4o-2024", [Fault(reply="All done here", omit_done=True)])
+    raw = await gw.http.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": True},
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+    )
+    assert raw.text.endswith("data: [DONE]\n\n")  # the client's stream ends as OpenAI's does
+    assert '"error"' not in raw.text
+
+    upstream.script("gpt-4o-2024", [Fault(reply="Bonjour", omit_done=True)])
+    async with gw.anthropic().messages.stream(
+        model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": "x"}]
+    ) as translated:
+        message = await translated.get_final_message()
+    assert message.content[0].text == "Bonjour" and message.stop_reason == "end_turn"
+
+
+async def test_openai_stream_closed_before_finish_reason_still_fails(
+    make_gateway: MakeGateway, upstream
+):
+    gw = make_gateway(providers(upstream))
+    # the role chunk and the first word, then a clean close: no choice finished
+    upstream.script("gpt-4o-2024", [Fault(reply="All done here", end_after=2)])
+    stream = await gw.openai().chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    assert gw.recorder.records[-1].status == 502
+
+
+async def test_a_cached_legacy_function_call_replays_as_a_stream(
+    make_gateway: MakeGateway, upstream
+):
+    cached = providers(upstream).rstrip() + "\n    defaults: {cache: {ttl: 10m}}\n"
+    gw = make_gateway(cached)
+    upstream.script(
+        "claude-sonnet-4-5", [Fault(tool_call="get_weather", tool_arguments='{"city":"Oslo"}')]
+    )
+    ask = {
+        "model": "claude",
+        "messages": [{"role": "user", "content": "Weather in Oslo?"}],
+        "functions": [WEATHER_FUNCTION],
+        "temperature": 0,
+    }
+    first = await gw.openai().chat.completions.create(**ask)  # type: ignore[call-overload]
+    assert first.choices[0].message.function_call.name == "get_weather"
+    async with gw.openai().chat.completions.stream(**ask) as stream:  # a hit, replayed
+        final = await stream.get_final_completion()
+    choice = final.choices[0]
+    assert (choice.finish_reason, choice.message.function_call.name) == (
+        "function_call",
+        "get_weather",
+    )
+    assert json.loads(choice.message.function_call.arguments) == {"city": "Oslo"}
+    assert len(upstream.requests) == 1

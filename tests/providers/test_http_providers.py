@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletion
 from concord.engine.graph import ProviderSpec
 from concord.providers.base import (
     ContextLengthError,
+    SSEEvent,
     UpstreamConnectionError,
     UpstreamRequest,
     UpstreamStatusError,
@@ -456,3 +457,51 @@ async def test_a_key_back_within_the_grace_is_waited_for_not_refused(upstream):
         assert len(upstream.requests) == 1
     finally:
         await provider.close()
+
+
+async def test_openai_stream_without_done_after_a_finished_choice_is_complete(openai, upstream):
+    """Some OpenAI-compatible servers leave `data: [DONE]` out: a clean close after a chunk
+    with a finish_reason (here followed by the usage chunk) ends the stream without an error."""
+    upstream.script("gpt-4o", [Fault(omit_done=True)])
+    stream = await openai.stream(UpstreamRequest("chat", chat(stream=True), timeout=5))
+    events = await collect(stream)
+    assert events[-1].data != "[DONE]" and '"usage":{' in events[-1].data
+    completion = accumulate_openai([*events, SSEEvent(data="[DONE]")])
+    assert completion.choices[0].message.content == "Echo: hello there"
+    assert completion.choices[0].finish_reason == "stop"
+
+
+async def test_openai_stream_closed_cleanly_before_any_finish_reason_is_cut_short(openai, upstream):
+    upstream.script("gpt-4o", [Fault(end_after=2)])
+    stream = await openai.stream(UpstreamRequest("chat", chat(stream=True), timeout=5))
+    events = []
+    with pytest.raises(UpstreamConnectionError):
+        async for event in stream:
+            events.append(event)
+    assert len(events) == 2
+
+
+async def test_anthropic_stream_still_needs_message_stop(anthropic, upstream):
+    body = {**MESSAGES, "stream": True}
+    upstream.script("claude", [Fault(end_after=-1)])  # everything but message_stop
+    stream = await anthropic.stream(UpstreamRequest("messages", body, timeout=5))
+    events = []
+    with pytest.raises(UpstreamConnectionError):
+        async for event in stream:
+            events.append(event)
+    assert events[-1].event == "message_delta"
+
+
+@pytest.mark.parametrize(
+    ("data", "finished"),
+    [
+        ('{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}', True),
+        ('{"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}', True),
+        ('{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}', False),
+        ('{"choices":[{"delta":{"content":"\\"finish_reason\\":\\"stop\\""}}]}', False),
+    ],
+)
+def test_a_finished_choice_is_found_without_parsing(data, finished):
+    from concord.providers.http import _FINISHED
+
+    assert bool(_FINISHED.search(data)) is finished

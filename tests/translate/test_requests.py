@@ -367,3 +367,58 @@ def test_request_round_trip_keeps_the_conversation():
     }
     back = openai_request_to_anthropic(anthropic_request_to_openai(original))
     assert back == original
+
+
+def test_legacy_functions_become_tools_with_one_call_per_turn():
+    function = {"name": "get_weather", "parameters": WEATHER_SCHEMA}
+    hello = [{"role": "user", "content": "Weather in Oslo?"}]
+    forced = openai_request_to_anthropic(
+        {
+            "model": "m",
+            "messages": hello,
+            "functions": [function],
+            "function_call": {"name": "get_weather"},
+        }
+    )
+    assert forced["tools"] == [{"name": "get_weather", "input_schema": WEATHER_SCHEMA}]
+    assert forced["tool_choice"] == {
+        "type": "tool",
+        "name": "get_weather",
+        "disable_parallel_tool_use": True,
+    }
+    validate_anthropic_request(forced)
+    auto = openai_request_to_anthropic({"model": "m", "messages": hello, "functions": [function]})
+    assert auto["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    off = {"model": "m", "messages": hello, "functions": [function], "function_call": "none"}
+    assert openai_request_to_anthropic(off)["tool_choice"] == {"type": "none"}
+
+
+def test_legacy_function_message_answers_the_function_call_before_it():
+    out = openai_request_to_anthropic(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "Weather in Oslo?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "function_call": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                },
+                {"role": "function", "name": "get_weather", "content": "sunny"},
+                {"role": "user", "content": "Thanks"},
+            ],
+            "functions": [{"name": "get_weather", "parameters": WEATHER_SCHEMA}],
+        }
+    )
+    assistant, user = out["messages"][1], out["messages"][2]
+    tool_use = assistant["content"][0]
+    assert (tool_use["type"], tool_use["name"], tool_use["input"]) == (
+        "tool_use",
+        "get_weather",
+        {"city": "Oslo"},
+    )
+    assert user["content"] == [
+        {"type": "tool_result", "tool_use_id": tool_use["id"], "content": "sunny"},
+        {"type": "text", "text": "Thanks"},
+    ]
+    validate_anthropic_request(out)

@@ -212,3 +212,26 @@ def test_openai_error_body_as_anthropic_error(status, kind):
 def test_error_bodies_that_are_not_json_keep_their_text():
     assert openai_error_to_anthropic("Bad Gateway", 502)["error"]["message"] == "Bad Gateway"
     assert anthropic_error_to_openai(None, 500)["error"]["type"] == "server_error"
+
+
+def test_anthropic_tool_use_as_legacy_function_call():
+    body = anthropic_message(
+        [
+            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Rome"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "clock", "input": {}},
+        ],
+        stop="tool_use",
+    )
+    out = anthropic_response_to_openai(body, model="m", legacy_functions=True)
+    completion = ChatCompletion.model_validate(out)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "function_call"
+    assert choice.message.tool_calls is None and "tool_calls" not in out["choices"][0]["message"]
+    assert choice.message.function_call.name == "weather"  # only the first: one call, legacy
+    assert json.loads(choice.message.function_call.arguments) == {"city": "Rome"}
+    text = anthropic_message([{"type": "text", "text": "Sunny."}])
+    plain = ChatCompletion.model_validate(
+        anthropic_response_to_openai(text, legacy_functions=True)
+    ).choices[0]
+    assert (plain.finish_reason, plain.message.content) == ("stop", "Sunny.")
+    assert plain.message.function_call is None

@@ -277,3 +277,54 @@ def test_stream_round_trip_anthropic_to_openai_and_back():
     assert message.usage.input_tokens == 12
     assert message.usage.cache_read_input_tokens == 100
     assert message.usage.output_tokens == 6
+
+
+def test_anthropic_tool_use_stream_as_legacy_function_call_deltas():
+    events = [
+        ANTHROPIC_TEXT[0],
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '{"city": '},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '"Rome"}'},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_2", "name": "clock", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": "{}"},
+        },
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {}},
+        {"type": "message_stop"},
+    ]
+    translator = AnthropicToOpenAIStream("m", include_usage=False, legacy_functions=True)
+    out = run(translator, [event(p) for p in events])
+    completion = accumulate_openai(out)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "function_call"
+    assert not choice.message.tool_calls
+    assert choice.message.function_call.name == "weather"
+    assert json.loads(choice.message.function_call.arguments) == {"city": "Rome"}
+    deltas = [json.loads(e.data)["choices"][0]["delta"] for e in out if e.data != "[DONE]"]
+    calls = [d["function_call"] for d in deltas if "function_call" in d]
+    assert calls == [
+        {"name": "weather", "arguments": ""},
+        {"arguments": '{"city": '},
+        {"arguments": '"Rome"}'},
+    ]
+    assert not any("tool_calls" in d for d in deltas)
