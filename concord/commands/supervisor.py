@@ -19,7 +19,17 @@ from uvicorn.supervisors import Multiprocess
 
 
 class ReloadingSupervisor(Multiprocess):
-    """uvicorn's `Multiprocess`; SIGHUP is passed on to the workers, never restarts them."""
+    """uvicorn's `Multiprocess`; SIGHUP is passed on to the workers, never restarts them, and the
+    listening socket is closed here before the workers are told to stop."""
+
+    def terminate_all(self) -> None:
+        """Graceful shutdown: every worker closes its copy of the listening socket when told to
+        stop, but this process's copy would keep it open while they drain, so the kernel would
+        go on accepting connections nobody serves (reset after the drain). Closed first, new
+        connections are refused at once and a client or balancer can go elsewhere."""
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
 
     def handle_hup(self) -> None:
         for process in self.processes:

@@ -313,3 +313,50 @@ def test_a_worker_replaced_while_the_file_is_invalid_waits_for_a_valid_one(
         assert eventually(lambda: serving() == 2, timeout=15)
     assert _children(supervisor) == workers
     assert server.process.poll() is None
+
+
+def test_with_workers_a_stopping_server_refuses_new_connections_while_streams_finish(
+    serve: StartServer, tmp_path: Path
+) -> None:
+    """SIGTERM with `--workers 2`: a stream in flight finishes, and a new connection is refused
+    at once instead of waiting, accepted by nobody, until the drain ends."""
+    upstream = FakeUpstream.start_in_thread()
+    try:
+        words = " ".join(f"w{i}" for i in range(20))
+        upstream.script("slow-up", [Fault(reply=words, chunk_delay=0.1)] * 4)
+        extra = f"  up: {{type: openai, base_url: {upstream.openai_url}, api_keys: [k]}}\n"
+        port = free_port()
+        text = (
+            gateway_yaml(port, "")
+            .replace("providers:\n", "providers:\n" + extra)
+            .replace("models:\n", "models:\n  slow: {targets: [up/slow-up]}\n")
+        )
+        config = tmp_path / "concord.yaml"
+        config.write_text(text, encoding="utf-8")
+        server = serve(config=config, port=port, workers=2)
+        first_chunk = threading.Event()
+        received: list[str] = []
+
+        def stream() -> None:
+            body = chat("slow", stream=True)
+            with httpx.stream(
+                "POST", server.url + "/v1/chat/completions", json=body, timeout=20
+            ) as response:
+                for line in response.iter_lines():
+                    received.append(line)
+                    first_chunk.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert first_chunk.wait(5)
+        server.signal(signal.SIGTERM)
+        time.sleep(0.5)  # the workers have begun to drain
+        started = time.monotonic()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.url + "/healthz", timeout=5)
+        assert time.monotonic() - started < 1.0  # refused, not left waiting
+        reader.join(15)
+        assert "data: [DONE]" in received  # the stream in flight finished
+        assert server.process.wait(15) == 0
+    finally:
+        upstream.stop()
