@@ -326,9 +326,9 @@ def _client_error(error: UpstreamStatusError, calls: int) -> AttemptsFailed:
 
 def _keep_upstream_fields(failed: AttemptsFailed, body: object) -> None:
     """SPEC §3: the upstream's own client error keeps what it said about the request, as the
-    client's SDK would have seen it: OpenAI's `type`, `param` and `code` (a same-format upstream
-    passes through as it is), Anthropic's error `type`; Anthropic's `not_found_error` is the
-    model not being there, which OpenAI calls `model_not_found`."""
+    client's SDK would have seen it: OpenAI's error object whole (`type`, `param`, `code` and
+    whatever else it holds; an OpenAI client gets it as it came), Anthropic's error `type`;
+    Anthropic's `not_found_error` is the model not being there, OpenAI's `model_not_found`."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return
@@ -344,6 +344,7 @@ def _keep_upstream_fields(failed: AttemptsFailed, body: object) -> None:
         failed.openai_type = kind[:100]
     failed.param = param[:200] if isinstance(param, str) else None
     failed.code = code[:100] if isinstance(code, str) else None
+    failed.upstream_error = error  # the rest of it too, for OpenAI clients
 
 
 def _upstream_message(error: UpstreamError) -> str:

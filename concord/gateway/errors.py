@@ -70,6 +70,9 @@ class GatewayError(Exception):
     code: str | None = None
     openai_type: str | None = None  # None: derived from the status
     anthropic_type: str | None = None
+    # An OpenAI-format upstream's own error object, passed on to OpenAI clients as it came
+    # (Azure's `innererror` and content-filter results, say); keys already scrubbed
+    upstream_error: Mapping[str, object] | None = None
 
     def __init__(
         self,
@@ -101,14 +104,10 @@ class GatewayError(Exception):
             kind = self.anthropic_type or anthropic_type_for(self.status)
             return {"type": "error", "error": {"type": kind, "message": self.message}}
         kind = self.openai_type or openai_type_for(self.status)
-        return {
-            "error": {
-                "message": self.message,
-                "type": kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        error = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        if self.upstream_error is not None:
+            error.update(self.upstream_error)
+        return {"error": error}
 
     def render(self, wire: ClientWire) -> bytes:
         return orjson.dumps(self.payload(wire))

@@ -299,7 +299,9 @@ def embedding_vector(text: str, dimensions: int) -> list[float]:
 
 def embedding_response(model: str, body: Mapping[str, Any]) -> JSON:
     value = body.get("input")
-    inputs = [value] if isinstance(value, str) else list(value or [])
+    # OpenAI's four input shapes: a string, strings, one token array, token arrays
+    single = isinstance(value, str) or (bool(value) and isinstance(value[0], int))
+    inputs = [value] if single else list(value or [])
     dimensions = body.get("dimensions") or DEFAULT_DIMENSIONS
     data = []
     tokens = 0

@@ -67,7 +67,8 @@ class Fault:
     """What the fake does for one call; the defaults answer normally.
 
     - `status`: answer with this HTTP status and an error body in the provider's format
-      (`message`, `error_type` and `code` fill it; sensible defaults per status).
+      (`message`, `error_type` and `code` fill it; sensible defaults per status; `error_extra`
+      adds fields to an OpenAI-format error object).
     - `retry_after`: a `Retry-After` header value (seconds, or an HTTP date string).
     - `delay`: seconds to wait before sending the response headers.
     - `chunk_delay`: seconds to wait before each stream event after the first.
@@ -86,6 +87,7 @@ class Fault:
     message: str | None = None
     error_type: str | None = None
     code: str | None = None
+    error_extra: dict[str, Any] | None = None  # more fields in an OpenAI-format error object
     retry_after: float | str | None = None
     delay: float = 0.0
     chunk_delay: float = 0.0
@@ -360,6 +362,7 @@ def _openai_error(behaviour: Fault) -> web.Response:
         "type": behaviour.error_type or kind,
         "param": param,
         "code": behaviour.code or code,
+        **(behaviour.error_extra or {}),
     }
     return web.json_response({"error": error}, status=status, headers=_headers(behaviour))
 

@@ -402,3 +402,25 @@ async def test_a_cached_legacy_function_call_replays_as_a_stream(
     )
     assert json.loads(choice.message.function_call.arguments) == {"city": "Oslo"}
     assert len(upstream.requests) == 1
+
+
+async def test_an_openai_format_upstream_error_reaches_an_openai_client_whole(
+    make_gateway: MakeGateway, upstream
+):
+    """Azure's content-filter refusal carries its verdicts beside the usual fields: an OpenAI
+    client gets the error object as the upstream sent it."""
+    gw = make_gateway(providers(upstream))
+    verdicts = {"hate": {"filtered": True, "severity": "high"}}
+    extra = {"status": 400, "innererror": {"code": "ResponsibleAIPolicyViolation", "r": verdicts}}
+    refusal = Fault(status=400, message="filtered", code="content_filter", error_extra=extra)
+    upstream.script("gpt-4o-2024", [refusal])
+    try:
+        await gw.openai().chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+    except openai.BadRequestError as error:
+        assert error.code == "content_filter"
+        assert isinstance(error.body, dict)
+        assert error.body["innererror"] == extra["innererror"]
+    else:
+        raise AssertionError("the upstream's 400 was not passed on")

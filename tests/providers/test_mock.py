@@ -173,6 +173,21 @@ async def test_embeddings_are_deterministic_unit_vectors_with_requested_dimensio
     assert len(first) == 16 and first == again
 
 
+@pytest.mark.parametrize(
+    ("value", "count", "tokens"),
+    [("alpha beta", 1, 2), (["a", "b c"], 2, 3), ([1, 2, 3], 1, 3), ([[1, 2], [3]], 2, 3)],
+)
+async def test_embeddings_take_every_input_shape_openai_takes(
+    value: object, count: int, tokens: int
+):
+    body = {"model": "e", "input": value, "dimensions": 4}
+    response = CreateEmbeddingResponse.model_validate(
+        (await MOCK.send(UpstreamRequest("embeddings", body, 5))).body
+    )
+    assert [d.index for d in response.data] == list(range(count))
+    assert response.usage.prompt_tokens == tokens
+
+
 async def test_embeddings_base64_encoding():
     body = {"model": "e", "input": "alpha", "dimensions": 4, "encoding_format": "base64"}
     plain = {"model": "e", "input": "alpha", "dimensions": 4}
