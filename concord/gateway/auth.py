@@ -167,10 +167,14 @@ def _epoch(value: Any) -> float | None:
 
 
 def client_key(headers: Mapping[str, str]) -> str | None:
-    """The key the client sent, from either header form."""
+    """The key the client sent: `Authorization: Bearer <key>` (any case), a bare
+    `Authorization: <key>` (the `Bearer` prefix is optional, as the earlier proxies took it),
+    or `x-api-key`."""
     authorization = headers.get("authorization")
     if authorization:
-        scheme, _, token = authorization.partition(" ")
+        scheme, _, token = authorization.strip().partition(" ")
+        if not token and scheme:
+            return scheme
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
     key = headers.get("x-api-key")

@@ -102,11 +102,13 @@ def budget_rule(name: str, budget: Budget, models: Mapping[str, CatalogModel]) -
 
 
 def cheapest_model(models: Mapping[str, CatalogModel]) -> str | None:
-    """The priced catalog model with the lowest input + output price (ties by name)."""
+    """The priced catalog model that writes answers with the lowest input + output price (ties
+    by name). A model priced for input tokens only is an embeddings model: a chat request
+    downgraded to it would fail, so it is never the target."""
     priced = [
         (model.price.input + model.price.output, name)
         for name, model in models.items()
-        if model.price is not None
+        if model.price is not None and model.price.output > 0
     ]
     return min(priced)[1] if priced else None
 

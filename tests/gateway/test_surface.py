@@ -179,6 +179,29 @@ async def test_unknown_key_is_401_in_both_wire_formats(make_gateway: MakeGateway
     assert listing.value.body["error"]["type"] == "authentication_error"
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"authorization": f"Bearer {CLIENT_KEY}"},
+        {"authorization": f"bearer {CLIENT_KEY}"},
+        {"authorization": CLIENT_KEY},  # the `Bearer` prefix is optional
+        {"x-api-key": CLIENT_KEY},
+        {"X-API-Key": CLIENT_KEY},
+    ],
+)
+async def test_every_way_of_sending_the_key_is_taken(
+    make_gateway: MakeGateway, header: dict[str, str]
+):
+    gw = make_gateway(MOCK)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+    response = await gw.http.post("/v1/chat/completions", json=body, headers=header)
+    assert response.status_code == 200, response.text
+    refused = await gw.http.post(
+        "/v1/chat/completions", json=body, headers={"authorization": "Basic dXNlcjpwYXNz"}
+    )
+    assert refused.status_code == 401
+
+
 async def test_expired_key_is_refused(make_gateway: MakeGateway):
     from tests.gateway.conftest import CLIENT_KEY_SHA
 
