@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -121,9 +122,12 @@ class _Reader:
 
     get: attrgetter[Any]
     positions: tuple[int, ...]
+    sources: tuple[str, ...]  # the attribute read for each position
 
 
 _readers: dict[type, _Reader | None] = {}
+# Record types with a row builder of their own, by type: the gateway's record (`_gateway_row`).
+_builders: dict[type, Callable[[Any], Row]] = {}
 
 
 def as_row(record: Any) -> Row:
@@ -131,12 +135,18 @@ def as_row(record: Any) -> Row:
     datetime, a record without an id gets a fresh one, and text is cut to its column's length.
     Raises ValueError when a required value (request_id, workspace, status) is missing."""
     kind = type(record)
+    build = _builders.get(kind)
+    if build is not None:  # the gateway's record: first, for it comes with every request
+        return build(record)
     if kind is UsageRecord:
         row: Row = _record_values(record)
         return row if _fits(row) else _fitted(list(row))
     reader = _readers.get(kind, MISSING)
     if reader is MISSING:
         reader = _readers[kind] = _reader_for(kind)
+        if isinstance(reader, _Reader) and reader.sources == _GATEWAY_SOURCES:
+            _builders[kind] = _gateway_row
+            return _gateway_row(record)
     if isinstance(reader, _Reader) and reader.positions == _ALL_BUT_ID:
         return _complete_row(reader.get(record))
     values = list(_DEFAULTS)
@@ -175,7 +185,114 @@ def _finished(values: list[Any]) -> Row:
 _ALL_BUT_ID = tuple(i for i in range(len(COLUMNS)) if i != _ID)
 # Columns whose default is not None: a record's None there takes the default.
 _FILL = tuple((i, d) for i, d in enumerate(_DEFAULTS) if d is not None)
-assert _ID == 0  # `_complete_row` prepends the id
+_from_epoch = datetime.fromtimestamp
+_time_ns = time.time_ns
+# The attributes of the gateway's record (concord.gateway.record), in column order: every column
+# but `id`, `ts` as `time`, `key_name` as `key`, `served_model` as `model`.
+_GATEWAY_SOURCES = (
+    "request_id", "time", "workspace", "key_id", "key", "user", "requested_model", "model",
+    "provider", "route", "status", "input_tokens", "output_tokens", "cost_usd", "latency_ms",
+    "cache_hit", "attempts", "error_type", "cached_tokens", "ttft_ms", "budgets",
+)  # fmt: skip
+_read_gateway = attrgetter(*_GATEWAY_SOURCES)
+# The shape `_gateway_row` is written for: the columns, in order, with the lengths of the text
+# ones (`_TEXT`) and the defaults of the others (`_FILL`). A new column or length changes these
+# and stops the import here, instead of letting the fast path write rows of the old shape.
+_GATEWAY_ROW_SHAPE = (
+    ("id", "request_id", "ts", "workspace", "key_id", "key_name", "user", "requested_model",
+     "served_model", "provider", "route", "status", "input_tokens", "output_tokens", "cost_usd",
+     "latency_ms", "cache_hit", "attempts", "error_type", "cached_tokens", "ttft_ms", "budgets"),
+    ((0, 32), (1, 64), (3, 200), (4, 32), (5, 200), (6, 200), (7, 200), (8, 200), (9, 200),
+     (10, 200), (18, 100), (21, 1 << 30)),
+    ((12, 0), (13, 0), (14, 0.0), (16, False), (17, 1), (19, 0)),
+)  # fmt: skip
+if (COLUMNS, _TEXT, _FILL) != _GATEWAY_ROW_SHAPE:  # pragma: no cover - a schema change
+    raise RuntimeError("the usage table changed: update usage_rows._gateway_row to match")
+
+
+def _gateway_row(r: Any) -> Row:
+    """`as_row` for the gateway's record, which comes with every request (SPEC §1: recording
+    stays cheap on the request path). A record needing none of the general path's fix-ups but
+    the id and `ts` (required values present, no None for a defaulted column, `time` an epoch
+    float, text that fits: nearly every one) is checked and built in one pass, its attributes
+    read by the interpreter's specialised slot access (several times faster than `attrgetter`'s
+    generic lookups); any other takes `_complete_row`. Both give the same row (tests pin it)."""
+    request_id = r.request_id
+    ts = r.time
+    workspace = r.workspace
+    key_id = r.key_id
+    key_name = r.key
+    user = r.user
+    requested_model = r.requested_model
+    served_model = r.model
+    provider = r.provider
+    route = r.route
+    status = r.status
+    input_tokens = r.input_tokens
+    output_tokens = r.output_tokens
+    cost_usd = r.cost_usd
+    cache_hit = r.cache_hit
+    attempts = r.attempts
+    error_type = r.error_type
+    cached_tokens = r.cached_tokens
+    budgets = r.budgets
+    if (
+        type(ts) is float
+        and status is not None
+        and input_tokens is not None
+        and output_tokens is not None
+        and cost_usd is not None
+        and cache_hit is not None
+        and attempts is not None
+        and cached_tokens is not None
+        # `_fits`, unrolled: required text present, every text a str of its column's length at
+        # most and without NUL (the id is made here, 32 hex digits)
+        and (type(request_id) is str and len(request_id) <= 64 and "\x00" not in request_id)
+        and (type(workspace) is str and len(workspace) <= 200 and "\x00" not in workspace)
+        and (key_id is None or (type(key_id) is str and len(key_id) <= 32 and "\x00" not in key_id))
+        and (
+            key_name is None
+            or (type(key_name) is str and len(key_name) <= 200 and "\x00" not in key_name)
+        )
+        and (user is None or (type(user) is str and len(user) <= 200 and "\x00" not in user))
+        and (
+            requested_model is None
+            or (
+                type(requested_model) is str
+                and len(requested_model) <= 200
+                and "\x00" not in requested_model
+            )
+        )
+        and (
+            served_model is None
+            or (
+                type(served_model) is str
+                and len(served_model) <= 200
+                and "\x00" not in served_model
+            )
+        )
+        and (
+            provider is None
+            or (type(provider) is str and len(provider) <= 200 and "\x00" not in provider)
+        )
+        and (route is None or (type(route) is str and len(route) <= 200 and "\x00" not in route))
+        and (
+            error_type is None
+            or (type(error_type) is str and len(error_type) <= 100 and "\x00" not in error_type)
+        )
+        and (
+            budgets is None
+            or (type(budgets) is str and len(budgets) <= 1 << 30 and "\x00" not in budgets)
+        )
+    ):
+        return (
+            (_time_ns() << 64 | _bits(64)).to_bytes(16, "big").hex(),  # new_id(), inlined
+            request_id, _from_epoch(ts, UTC), workspace, key_id, key_name, user,
+            requested_model, served_model, provider, route, status, input_tokens, output_tokens,
+            cost_usd, r.latency_ms, cache_hit, attempts, error_type, cached_tokens, r.ttft_ms,
+            budgets,
+        )  # fmt: skip
+    return _complete_row(_read_gateway(r))
 
 
 def _complete_row(read: tuple[Any, ...]) -> Row:
@@ -221,7 +338,7 @@ def _reader_for(kind: type) -> _Reader | None:
             sources.append(source)
     if len(sources) < 2:  # attrgetter of one name returns the bare value, not a tuple
         return None
-    return _Reader(attrgetter(*sources), tuple(positions))
+    return _Reader(attrgetter(*sources), tuple(positions), tuple(sources))
 
 
 def row_to_json(row: Row) -> dict[str, Any]:

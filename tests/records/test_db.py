@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 
 from concord.records import migrations
 from concord.records.db import (
@@ -112,3 +115,88 @@ def test_bulk_inserts_write_sqlite_booleans_as_sqlalchemy_would(value: bool | No
     written = convert(value)
     assert written == (reference(value) if reference else value)
     assert type(written) is (int if value is not None else type(None))
+
+
+# Around a second's edge and a millisecond's, before the epoch, the first and the last years.
+_EDGE_EPOCHS = [
+    1_700_000_000.9999996,
+    1_700_000_000.9999994,
+    1_700_000_000.0000005,
+    1_700_000_000.0009995,
+    1_700_000_000.0,
+    1_699_999_999.999999,
+    0.0,
+    -0.5,
+    -1.0000004,
+    -86_400.25,
+    253_402_300_799.75,  # 9999-12-31 23:59:59.75
+    -62_135_596_800.0,  # 0001-01-01
+]
+
+
+@pytest.mark.parametrize("epoch", _EDGE_EPOCHS)
+def test_sqlite_timestamps_from_epoch_edges_match_sqlalchemy(epoch: float) -> None:
+    """The per-second cached formatting must give, digit for digit, what SQLAlchemy writes for
+    `datetime.fromtimestamp(epoch, UTC)` (which rounds the float to the microsecond)."""
+    dialect = sqlite.dialect()
+    reference = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    value = datetime.fromtimestamp(epoch, UTC)
+    assert _sqlite_utc_text(value) == reference(value)
+    assert _sqlite_utc_text(value) == _sqlite_utc_text(value)  # cached now: still the same
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.datetimes(timezones=st.just(UTC)),
+        st.floats(-1e10, 1e10, allow_nan=False).map(lambda e: datetime.fromtimestamp(e, UTC)),
+        st.integers(1_600_000_000, 1_900_000_000).map(lambda s: datetime.fromtimestamp(s, UTC)),
+    )
+)
+def test_sqlite_timestamps_of_any_utc_datetime_match_sqlalchemy(value: datetime) -> None:
+    dialect = sqlite.dialect()
+    reference = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert _sqlite_utc_text(value) == reference(value)
+    assert _sqlite_utc_text(value + timedelta(microseconds=1)) == reference(
+        value + timedelta(microseconds=1)
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 600000),
+        datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=timezone(timedelta(hours=5))),
+        None,
+    ],
+)
+def test_bulk_inserts_bind_postgresql_timestamps_as_sqlalchemy_would(
+    value: datetime | None,
+) -> None:
+    dialect = postgresql_asyncpg.dialect()
+    reference = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    convert = _bulk_converter(UTCDateTime(), dialect)
+    assert convert is not None and reference is not None
+    written = convert(value)
+    assert written == reference(value)
+    if value is not None:
+        assert written.tzinfo is UTC and written.utcoffset() == timedelta(0)
+
+
+def test_bulk_insert_params_convert_only_the_columns_that_need_it(tmp_path: Path) -> None:
+    from concord.records.tables import usage
+
+    row = tuple(range(22))
+    for dialect in (sqlite.dialect(), postgresql_asyncpg.dialect()):
+        db = create_database("sqlite:///:memory:", tmp_path)
+        db.engine.dialect = dialect  # type: ignore[misc]  # only the statement is built
+        bulk = db._bulk_insert(usage)
+        stamp = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+        rows = [(*row[:2], stamp, *row[3:16], True, *row[17:]), list(row[:2]) + [None] * 20]
+        params = bulk.params(rows)
+        expected_ts = "2026-01-02 03:04:05.000006" if dialect.name == "sqlite" else stamp
+        expected_bool = 1 if dialect.name == "sqlite" else True
+        assert params[0] == (*row[:2], expected_ts, *row[3:16], expected_bool, *row[17:])
+        assert params[1] == (*row[:2], *[None] * 20)
+        assert all(type(p) is tuple for p in params)
