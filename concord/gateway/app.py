@@ -154,6 +154,20 @@ class ConfigVersionHeader:
 # a hundred times less often; what they find (reference cycles) is rare on the request path.
 GC_THRESHOLDS = (100_000, 50, 100)
 
+# What browser code may read of an answer under CORS (SPEC §3 headers, and Retry-After)
+EXPOSED_HEADERS = (
+    "x-request-id",
+    "request-id",
+    "x-concord-route",
+    "x-concord-model",
+    "x-concord-provider",
+    "x-concord-attempts",
+    "x-concord-cache",
+    "x-concord-config",
+    "x-concord-downgraded",
+    "retry-after",
+)
+
 GATEWAY_PATHS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
@@ -294,7 +308,7 @@ def create_app_from_graph(
                 allow_origins=list(graph.server.cors_origins),
                 allow_methods=["*"],
                 allow_headers=["*"],
-                expose_headers=["x-request-id", "x-concord-route", "x-concord-model"],
+                expose_headers=list(EXPOSED_HEADERS),
             )
         )
     middleware.append(Middleware(ConfigVersionHeader, state=state))  # SPEC §3: on every answer

@@ -173,10 +173,11 @@ def client_key(headers: Mapping[str, str]) -> str | None:
     authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.strip().partition(" ")
-        if not token and scheme:
+        if scheme.lower() == "bearer":
+            if token.strip():
+                return token.strip()
+        elif not token and scheme:
             return scheme
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
     key = headers.get("x-api-key")
     return key.strip() if key and key.strip() else None
 
