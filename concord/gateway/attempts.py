@@ -36,6 +36,7 @@ from concord.providers.base import (
     UpstreamTimeout,
 )
 from concord.translate.anthropic_openai import error_message
+from concord.translate.usage import Usage
 
 JSON = dict[str, Any]
 CLIENT_ERRORS = frozenset({400, 404, 422})  # SPEC §2.5: returned at once, never retried
@@ -93,6 +94,20 @@ class Served:
     stream: UpstreamStream | None = None
     calls: int = 0
     trail: list[str] = field(default_factory=list)
+    # what calls made for the answer on the way used (a context-overflow summary), which the
+    # request pays for besides the answer's own usage
+    overhead: Usage | None = None
+
+    def usage(self, answered: Usage) -> Usage:
+        """The request's whole usage: the answer's plus `overhead`."""
+        extra = self.overhead
+        if extra is None:
+            return answered
+        return Usage(
+            answered.input_tokens + extra.input_tokens,
+            answered.output_tokens + extra.output_tokens,
+            answered.cached_tokens + extra.cached_tokens,
+        )
 
 
 class AttemptsFailed(UpstreamFailed):
@@ -188,7 +203,10 @@ class AttemptRunner:
                 if reshaped or decision.context_overflow == "fallback":
                     outcome.skip_smaller = decision.context_overflow == "fallback"
                     return outcome
-                smaller = await self._reshape(job, attempt, provider, bridge, body)
+                smaller, used = await self._reshape(job, attempt, provider, bridge, body)
+                if used is not None:  # a summary call was made: counted and paid for
+                    outcome.calls += 1
+                    outcome.overhead = used
                 if smaller is None:
                     outcome.skip_smaller = True
                     return outcome
@@ -217,7 +235,7 @@ class AttemptRunner:
             seconds = time.monotonic() - started
             self.runtime.observe_latency(target, seconds * 1000)
             self.observer.called(attempt, seconds, None)
-            outcome.served = Served(attempt, bridge, response, stream)
+            outcome.served = Served(attempt, bridge, response, stream, overhead=outcome.overhead)
             return outcome
         return outcome
 
@@ -247,15 +265,16 @@ class AttemptRunner:
 
     async def _reshape(
         self, job: Job, attempt: Attempt, provider: Provider, bridge: Bridge, body: JSON
-    ) -> JSON | None:
-        """SPEC §2.5.1: a smaller body for the same target, or None when none can be made."""
+    ) -> tuple[JSON | None, Usage | None]:
+        """SPEC §2.5.1: a smaller body for the same target (None when none can be made), and
+        what a summary call used, when one answered."""
         window = attempt.context_window
         if job.decision.context_overflow == "summarize":
             remaining = job.deadline - time.monotonic()
-            smaller = await summarize(provider, bridge, body, window, min(10.0, remaining))
-            if smaller is not None:
-                return smaller
-        return truncate(bridge, body, window)
+            summarized = await summarize(provider, bridge, body, window, min(10.0, remaining))
+            if summarized is not None:
+                return summarized
+        return truncate(bridge, body, window), None
 
     def _failed(self, target: str, error: UpstreamError, decision: Decision) -> None:
         """Count towards the breaker only what says the target is unhealthy."""
@@ -281,6 +300,7 @@ class _Outcome:
     error: Exception | None = None
     calls: int = 0
     skip_smaller: bool = False  # context overflow: move on to a larger window
+    overhead: Usage | None = None  # a context-overflow summary's usage
 
 
 def _retryable(error: UpstreamError, retry: RetryPolicy) -> bool:

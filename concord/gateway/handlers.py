@@ -338,7 +338,7 @@ async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
         )
     if call.request_body is not None:
         call.response_body = content
-    await _finish(state, call, call.record(200, usage))
+    await _finish(state, call, call.record(200, served.usage(usage)))
     return JSONAnswer.raw(content, 200, call.raw_headers())
 
 
@@ -388,8 +388,9 @@ def _stream(
         try:
             if relay.collector is not None and stream.status == 200:
                 await _store_stream(state, call, served, relay)
+            usage = served.usage(relay.usage)
             record = call.record(
-                stream.status, relay.usage, error=stream.error, first_byte_at=stream.first_byte_at
+                stream.status, usage, error=stream.error, first_byte_at=stream.first_byte_at
             )
             await _finish(state, call, record)
         finally:

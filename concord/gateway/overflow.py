@@ -15,6 +15,7 @@ from typing import Any
 from concord.gateway.bridge import Bridge
 from concord.gateway.tokens import estimate
 from concord.providers.base import Provider, UpstreamError, UpstreamRequest
+from concord.translate.usage import Usage
 
 JSON = dict[str, Any]
 SHRINK = 0.75  # aim for three quarters of the refused size (window or estimate, the smaller)
@@ -72,8 +73,9 @@ def truncate(bridge: Bridge, body: JSON, window: int | None) -> JSON | None:
 
 async def summarize(
     provider: Provider, bridge: Bridge, body: JSON, window: int | None, timeout: float
-) -> JSON | None:
-    """Condense the older turns with the same target; None on failure or timeout."""
+) -> tuple[JSON, Usage] | None:
+    """Condense the older turns with the same target: the smaller body and what the summary call
+    used (the request pays for it: SPEC §2.6 spend from usage); None on failure or timeout."""
     messages = body.get("messages")
     if bridge.upstream not in ("chat", "messages") or not isinstance(messages, list):
         return None
@@ -100,13 +102,14 @@ async def summarize(
     summary = _reply_text(bridge, response.body)
     if not summary:
         return None
+    used = bridge.usage(response.body)
     note = {"role": "user", "content": f"Summary of the earlier conversation: {summary}"}
     if recent and recent[0].get("role") == "user":
         recent = [_merge_user(note, recent[0]), *recent[1:]]
         out = dict(body, messages=[*system, *recent])
     else:
         out = dict(body, messages=[*system, note, *recent])
-    return out
+    return out, used
 
 
 def _merge_user(note: JSON, first: JSON) -> JSON:

@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from concord.providers.keys import KeyRing
+from concord.translate.usage import Usage
 from tests.fakes.upstream import FakeUpstream, Fault
 from tests.gateway.conftest import MakeGateway
 
@@ -218,7 +219,9 @@ async def test_context_overflow_summarize_condenses_older_turns(
     make_gateway: MakeGateway, upstream
 ):
     gw = make_gateway(config(upstream, overflow="summarize"))
-    upstream.script("small-model", [Fault(context_length=True), Fault(reply="They met in Oslo.")])
+    summary = Fault(reply="They met in Oslo.", usage=Usage(300, 10))
+    answer = Fault(usage=Usage(40, 5))
+    upstream.script("small-model", [Fault(context_length=True), summary, answer])
     messages = [
         {"role": "user", "content": "We met in Oslo " * 200},
         {"role": "assistant", "content": "noted"},
@@ -235,6 +238,8 @@ async def test_context_overflow_summarize_condenses_older_turns(
             "where did we meet?",
         }
     ]
+    record = gw.recorder.records[-1]  # the request pays for the summary it needed
+    assert (record.input_tokens, record.output_tokens, record.attempts) == (340, 15, 3)
 
 
 def error_first_config(up: FakeUpstream) -> str:
