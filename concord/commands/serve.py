@@ -2,7 +2,9 @@
 
 uvloop and httptools are used when installed. With `--workers N` uvicorn imports the app in each
 worker through `concord.gateway.app:app_from_env`, the config path travelling in $CONCORD_CONFIG,
-under a supervisor that passes SIGHUP on to the workers (`supervisor.py`).
+under a supervisor that passes SIGHUP on to the workers (`supervisor.py`); `--reload` (for working
+on Concord itself) imports it the same way in one process that uvicorn restarts when a file of
+the `concord` package changes.
 An invalid config prints its diagnostics and exits 1 before anything listens.
 """
 
@@ -26,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (default: server.host)")
     parser.add_argument("--port", type=int, help="listen port (default: server.port)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when Concord's own code changes (development; one process); the config "
+        "file is hot-reloaded with or without it",
+    )
     parser.add_argument(
         "--log-level",
         default="info",
@@ -80,7 +88,18 @@ def run(args: argparse.Namespace) -> int:
         "server_header": False,
     }
     os.environ[LEVEL_ENV] = args.log_level  # SPEC §7: the access log's level, in every worker
-    if args.workers > 1:
+    if args.reload:  # the app is imported in a child process that uvicorn restarts on changes
+        import concord
+
+        os.environ[CONFIG_ENV] = path
+        if args.workers > 1:
+            print("concord serve: --reload runs one process; --workers is ignored", file=sys.stderr)
+        code = str(Path(concord.__file__).parent)
+        uvicorn.run(
+            "concord.gateway.app:app_from_env", factory=True, reload=True, reload_dirs=[code],
+            **options,
+        )  # fmt: skip
+    elif args.workers > 1:
         from concord.commands.supervisor import serve_workers
 
         os.environ[CONFIG_ENV] = path

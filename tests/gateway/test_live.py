@@ -14,6 +14,7 @@ import httpx
 import openai
 from aiohttp import web
 
+import concord
 from tests.gateway.conftest import CLIENT_KEY, MakeGateway, config_text, free_port
 
 
@@ -229,3 +230,40 @@ async def test_client_disconnect_cancels_a_non_streamed_upstream_call(
             await asyncio.sleep(0.02)
         record = gw.recorder.records[-1]
         assert (record.status, record.error_type) == (499, "client_disconnected")
+
+
+def test_concord_serve_reload_serves_and_watches_its_own_code(tmp_path: Path):
+    """`--reload` (seed CLIs had it): one process, restarted when Concord's code changes; it
+    serves like any other, its config hot-reloaded as always."""
+    port = free_port()
+    config = tmp_path / "concord.yaml"
+    body = "providers:\n  demo: {type: mock}\nmodels:\n  gpt-4o: {targets: [demo/gpt-4o]}\n"
+    config.write_text(config_text(body), encoding="utf-8")
+    argv = [sys.executable, "-m", "concord.cli", "serve", "-c", str(config), "--port", str(port)]
+    process = subprocess.Popen(
+        [*argv, "--reload", "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        oai = openai.OpenAI(api_key=CLIENT_KEY, base_url=base + "/v1", max_retries=0)
+        reply = oai.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "ping"}]
+        )
+        assert reply.choices[0].message.content == "Echo: ping"
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=15)
+    package = str(Path(concord.__file__).parent)
+    assert "Will watch for changes" in output and package in output
