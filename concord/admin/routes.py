@@ -61,6 +61,8 @@ def admin_routes(ctx: AdminContext) -> list[Route]:
         Route("/_admin/workspaces", guard(api.list_workspaces), methods=["GET"]),
         Route("/_admin/keys", guard(api.create_key), methods=["POST"]),
         Route("/_admin/keys", guard(api.list_keys), methods=["GET"]),
+        # before V0's path form, which would take `revoke` for a workspace name
+        Route("/_admin/keys/revoke", guard(api.revoke_keys), methods=["POST"]),
         Route("/_admin/keys/{workspace}", guard(api.create_key_v0), methods=["POST"]),
         Route("/_admin/keys/{key_id}", guard(api.revoke_key), methods=["DELETE"]),
         Route("/_admin/usage", guard(api.usage), methods=["GET"]),
@@ -155,12 +157,39 @@ class _AdminAPI:
         return JSONResponse(payload, status_code=201)
 
     async def list_keys(self, request: Request) -> Response:
-        records = await self.ctx.keys.list(request.query_params.get("workspace") or None)
+        query = request.query_params
+        records = await self.ctx.keys.list(
+            query.get("workspace") or None, user=query.get("user") or None
+        )
         return JSONResponse({"data": [r.to_json() for r in records]})
 
     async def revoke_key(self, request: Request) -> Response:
         record = await self.ctx.keys.revoke(request.path_params["key_id"])
         return JSONResponse(record.to_json())
+
+    async def revoke_keys(self, request: Request) -> Response:
+        """`{"user", "workspace"?}`: every active key of a user; `{"key"}`: the key with that
+        value, found by its hash. The value is never echoed, logged or stored."""
+        body = await _json_object(request)
+        user, key = body.get("user"), body.get("key")
+        if (user is None) == (key is None):
+            raise AdminError(400, "give either user or key", "invalid_request")
+        if key is not None:
+            if not isinstance(key, str) or not key.strip():
+                raise AdminError(400, "key must be a non-empty string", "invalid_request")
+            if body.get("workspace") is not None:
+                raise AdminError(
+                    400, "workspace narrows a revocation by user only", "invalid_request"
+                )
+            records = [await self.ctx.keys.revoke_value(key)]
+        else:
+            if not isinstance(user, str) or not user.strip():
+                raise AdminError(400, "user must be a non-empty string", "invalid_request")
+            workspace = body.get("workspace")
+            if workspace is not None and not isinstance(workspace, str):
+                raise AdminError(400, "workspace must be a string", "invalid_request")
+            records = await self.ctx.keys.revoke_user(user, workspace=workspace or None)
+        return JSONResponse({"data": [r.to_json() for r in records]})
 
     # -- usage -------------------------------------------------------------------------------
 

@@ -1,4 +1,8 @@
-"""`concord keys create|list|revoke` (SPEC §6): client keys, straight on the config's database."""
+"""`concord keys create|list|revoke` (SPEC §6): client keys, straight on the config's database.
+
+`revoke` takes a key id, `--user USER [--workspace W]` (every active key of a user) or
+`--key VALUE` (the key with that value, found by its hash; `-` reads it from stdin, away from the
+shell history)."""
 
 from __future__ import annotations
 
@@ -42,8 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     listing = sub.add_parser("list", help="list keys (never the key itself)")
     listing.add_argument("--workspace")
-    revoke = sub.add_parser("revoke", help="revoke a key; it stops working within a second")
-    revoke.add_argument("id")
+    listing.add_argument("--user")
+    revoke = sub.add_parser(
+        "revoke",
+        help="revoke a key by id, every key of a user, or the key with a given value; "
+        "they stop working within a second",
+    )
+    revoke.add_argument("id", nargs="?", help="the key's id")
+    revoke.add_argument("--user", help="instead of an id: every active key of this user")
+    revoke.add_argument("--workspace", help="with --user: only this workspace's keys")
+    revoke.add_argument(
+        "--key", metavar="VALUE", help="instead of an id: the key itself (- reads it from stdin)"
+    )
     for action in (create, listing, revoke):
         add_common_arguments(action, nested=True)
 
@@ -71,7 +85,7 @@ async def _create(args: argparse.Namespace) -> int:
 
 async def _list(args: argparse.Namespace) -> int:
     async with open_records(args) as records:
-        keys = await records.keys.list(args.workspace)
+        keys = await records.keys.list(args.workspace, user=args.user)
     rows = [record.to_json() for record in keys]
     if args.json:
         print_json({"data": rows})
@@ -90,12 +104,32 @@ def _short_times(row: dict[str, object]) -> dict[str, object]:
 
 
 async def _revoke(args: argparse.Namespace) -> int:
+    given = [form for form, value in (("ID", args.id), ("--user", args.user),
+             ("--key", args.key)) if value is not None]  # fmt: skip
+    if len(given) != 1:
+        raise CommandError("give one of ID, --user USER or --key VALUE")
+    if args.workspace is not None and args.user is None:
+        raise CommandError("--workspace narrows --user only")
+    if args.id is not None:
+        async with open_records(args) as records:
+            record = await records.keys.revoke(args.id)
+        if args.json:
+            print_json(record.to_json())
+        else:
+            print(f"Revoked key {record.id} ({record.name}, workspace {record.workspace}).")
+        return 0
+    value = sys.stdin.readline().strip() if args.key == "-" else args.key
     async with open_records(args) as records:
-        record = await records.keys.revoke(args.id)
+        if args.user is not None:
+            revoked = await records.keys.revoke_user(args.user, workspace=args.workspace)
+        else:
+            revoked = [await records.keys.revoke_value(value)]
     if args.json:
-        print_json(record.to_json())
-    else:
-        print(f"Revoked key {record.id} ({record.name}, workspace {record.workspace}).")
+        print_json({"data": [record.to_json() for record in revoked]})
+        return 0
+    for record in revoked:
+        owner = f", user {record.user}" if record.user else ""
+        print(f"Revoked key {record.id} ({record.name}, workspace {record.workspace}{owner}).")
     return 0
 
 

@@ -200,11 +200,16 @@ class KeyStore:
             )
         return record, plaintext
 
-    async def list(self, workspace: str | None = None) -> Sequence[KeyRecord]:
-        """Every key (revoked ones included), newest first; never the key nor its hash."""
+    async def list(
+        self, workspace: str | None = None, user: str | None = None
+    ) -> Sequence[KeyRecord]:
+        """Every key (revoked ones included) of `workspace` and of `user` when given, newest
+        first; never the key nor its hash."""
         query = sa.select(*_RECORD_COLUMNS).order_by(api_keys.c.created_at.desc(), api_keys.c.id)
         if workspace is not None:
             query = query.where(api_keys.c.workspace == workspace)
+        if user is not None:
+            query = query.where(api_keys.c.user == user)
         async with self._db.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_record(row) for row in rows]
@@ -241,6 +246,58 @@ class KeyStore:
                 )
         self._forget(row.sha256)
         return await self.get(key_id)
+
+    async def revoke_user(self, user: str, workspace: str | None = None) -> list[KeyRecord]:
+        """Revoke every key of `user` not revoked yet (in `workspace` only, when given), newest
+        first; this process stops accepting them at once, every other one within ~1 s. None to
+        revoke is `KeyNotFound`, so repeating it says so."""
+        if not isinstance(user, str) or not user.strip():
+            raise InvalidRecord("user must not be empty")
+        condition = sa.and_(api_keys.c.user == user, api_keys.c.revoked_at.is_(None))
+        if workspace is not None:
+            condition = sa.and_(condition, api_keys.c.workspace == workspace)
+        records = await self._revoke_where(condition)
+        if not records:
+            where = f" in workspace {workspace!r}" if workspace is not None else ""
+            raise KeyNotFound(f"no active API key of user {user!r}{where}")
+        return records
+
+    async def revoke_value(self, key: str) -> KeyRecord:
+        """Revoke the key whose value is `key`, found by its SHA-256 (idempotent, as `revoke`).
+        The value is only hashed: it is not kept, logged or repeated in an error."""
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidRecord("key must not be empty")
+        query = sa.select(api_keys.c.id).where(api_keys.c.sha256 == hash_key(key.strip()))
+        async with self._db.connect() as conn:
+            key_id = (await conn.execute(query)).scalar()
+        if key_id is None:
+            raise KeyNotFound("no API key matches the given key")
+        return await self.revoke(key_id)
+
+    async def _revoke_where(self, condition: Any) -> list[KeyRecord]:
+        now = datetime.now(UTC)
+        async with self._db.begin(immediate=True) as conn:
+            rows = (
+                await conn.execute(sa.select(api_keys.c.id, api_keys.c.sha256).where(condition))
+            ).all()
+            ids = [row.id for row in rows]
+            if ids:
+                await conn.execute(
+                    api_keys.update()
+                    .where(api_keys.c.id.in_(ids), api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=now, updated_at=self._now_expr(now))
+                )
+        for row in rows:
+            self._forget(row.sha256)
+        if not ids:
+            return []
+        query = (
+            sa.select(*_RECORD_COLUMNS)
+            .where(api_keys.c.id.in_(ids))
+            .order_by(api_keys.c.created_at.desc(), api_keys.c.id)
+        )
+        async with self._db.connect() as conn:
+            return [_record(row) for row in (await conn.execute(query)).mappings().all()]
 
     # -- hot path ----------------------------------------------------------------------------
 

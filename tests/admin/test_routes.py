@@ -63,6 +63,7 @@ ADMIN_PATHS = [
     ("POST", "/_admin/keys"),
     ("POST", "/_admin/keys/acme"),
     ("DELETE", "/_admin/keys/key_1"),
+    ("POST", "/_admin/keys/revoke"),
     ("GET", "/_admin/usage"),
     ("GET", "/_stats/today"),
 ]
@@ -195,6 +196,92 @@ async def test_key_for_an_unknown_workspace_is_404(harness: Harness) -> None:
 async def test_bad_key_bodies_are_400(harness: Harness, body: dict[str, object]) -> None:
     response = await harness.client.post("/_admin/keys", json=body, headers=AUTH)
     assert response.status_code == 400
+
+
+async def _issue(harness: Harness, workspace: str, name: str, user: str) -> dict[str, str]:
+    body = {"workspace": workspace, "name": name, "user": user}
+    response = await harness.client.post("/_admin/keys", json=body, headers=AUTH)
+    assert response.status_code == 201
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_key_list_filters_by_user_and_workspace(harness: Harness) -> None:
+    a1 = await _issue(harness, "default", "a1", "alice")
+    b1 = await _issue(harness, "default", "b1", "bob")
+
+    async def ids(**params: str) -> list[str]:
+        response = await harness.client.get("/_admin/keys", params=params, headers=AUTH)
+        assert response.status_code == 200
+        return [k["id"] for k in response.json()["data"]]
+
+    assert await ids(user="alice") == [a1["id"]]
+    assert await ids(user="bob", workspace="default") == [b1["id"]]
+    assert await ids(user="alice", workspace="acme") == []
+    assert await ids(user="") == [b1["id"], a1["id"]]  # blank: no filter, as ?workspace=
+    assert await ids(owner="alice") == [b1["id"], a1["id"]]  # unknown parameters are ignored
+
+
+async def test_revoke_by_user_answers_the_revoked_records(harness: Harness) -> None:
+    a1 = await _issue(harness, "default", "a1", "alice")
+    a2 = await _issue(harness, "default", "a2", "alice")
+    bob = await _issue(harness, "default", "b1", "bob")
+
+    response = await harness.client.post(
+        "/_admin/keys/revoke", json={"user": "alice"}, headers=AUTH
+    )
+
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert [k["id"] for k in data] == [a2["id"], a1["id"]]  # newest first, as the list
+    assert {k["status"] for k in data} == {"revoked"}
+    for key in (a1["key"], a2["key"]):
+        assert await harness.keys.lookup(hash_key(key)) is None
+        assert key not in response.text and hash_key(key) not in response.text
+    assert await harness.keys.lookup(hash_key(bob["key"])) is not None
+    again = await harness.client.post("/_admin/keys/revoke", json={"user": "alice"}, headers=AUTH)
+    assert again.status_code == 404 and again.json()["error"]["code"] == "key_not_found"
+
+
+async def test_revoke_by_key_value(harness: Harness) -> None:
+    issued = await _issue(harness, "default", "a1", "alice")
+    other = await _issue(harness, "default", "a2", "alice")
+
+    response = await harness.client.post(
+        "/_admin/keys/revoke", json={"key": issued["key"]}, headers=AUTH
+    )
+
+    assert response.status_code == 200
+    assert [(k["id"], k["status"]) for k in response.json()["data"]] == [(issued["id"], "revoked")]
+    assert issued["key"] not in response.text
+    assert await harness.keys.lookup(hash_key(issued["key"])) is None
+    assert await harness.keys.lookup(hash_key(other["key"])) is not None
+    unknown = "ck-" + "q" * 40
+    missing = await harness.client.post("/_admin/keys/revoke", json={"key": unknown}, headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "key_not_found"
+    assert unknown not in missing.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b"{}",
+        b'{"user": "alice", "key": "ck-abc"}',
+        b'{"user": ""}',
+        b'{"user": 7}',
+        b'{"key": ["ck-abc"]}',
+        b'{"key": "ck-abc", "workspace": "default"}',
+        b'{"user": "alice", "workspace": 3}',
+        b'{"username": "alice"}',
+    ],
+)
+async def test_bad_revoke_bodies_are_400(harness: Harness, body: bytes) -> None:
+    response = await harness.client.post("/_admin/keys/revoke", content=body, headers=AUTH)
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"message", "type", "code"}
+    assert "ck-abc" not in response.text
 
 
 async def test_usage_report_includes_requests_still_queued(harness: Harness) -> None:

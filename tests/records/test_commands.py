@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import textwrap
 from pathlib import Path
@@ -88,6 +89,90 @@ def test_keys_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str
     assert code == 0 and "Revoked" in out
     _, out, _ = run(capsys, "keys", "list", "--json", "-c", str(config))
     assert json.loads(out)["data"][0]["status"] == "revoked"
+
+
+def _create_key(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> dict[str, str]:
+    code, out, _ = run(capsys, "keys", "create", *args, "--json", "-c", str(config))
+    assert code == 0
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_keys_list_filters_by_user(config: Path, capsys: pytest.CaptureFixture[str]):
+    alice = _create_key(capsys, config, "--workspace", "acme", "--name", "a", "--user", "alice")
+    bob = _create_key(capsys, config, "--workspace", "acme", "--name", "b", "--user", "bob")
+
+    code, out, _ = run(capsys, "keys", "list", "--user", "alice", "--json", "-c", str(config))
+    assert code == 0
+    assert [k["id"] for k in json.loads(out)["data"]] == [alice["id"]]
+    _, out, _ = run(
+        capsys, "keys", "list", "--user", "bob", "--workspace", "acme", "-c", str(config)
+    )
+    assert bob["id"] in out and alice["id"] not in out
+
+
+def test_keys_revoke_by_user(config: Path, capsys: pytest.CaptureFixture[str]):
+    a1 = _create_key(capsys, config, "--workspace", "acme", "--name", "a1", "--user", "alice")
+    a2 = _create_key(capsys, config, "--workspace", "default", "--name", "a2", "--user", "alice")
+    bob = _create_key(capsys, config, "--workspace", "acme", "--name", "b", "--user", "bob")
+
+    code, out, _ = run(
+        capsys, "keys", "revoke", "--user", "alice", "--workspace", "acme", "-c", str(config)
+    )
+    assert code == 0
+    assert out.splitlines() == [f"Revoked key {a1['id']} (a1, workspace acme, user alice)."]
+
+    code, out, _ = run(capsys, "keys", "revoke", "--user", "alice", "--json", "-c", str(config))
+    assert code == 0
+    assert [(k["id"], k["status"]) for k in json.loads(out)["data"]] == [(a2["id"], "revoked")]
+
+    code, _, err = run(capsys, "keys", "revoke", "--user", "alice", "-c", str(config))
+    assert code == 1 and err.strip() == "error: no active API key of user 'alice'"
+    _, out, _ = run(capsys, "keys", "list", "--json", "-c", str(config))
+    status = {k["id"]: k["status"] for k in json.loads(out)["data"]}
+    assert status == {a1["id"]: "revoked", a2["id"]: "revoked", bob["id"]: "active"}
+
+
+def test_keys_revoke_by_key_value(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    first = _create_key(capsys, config, "--workspace", "acme", "--name", "a1", "--user", "alice")
+    second = _create_key(capsys, config, "--workspace", "acme", "--name", "a2", "--user", "alice")
+
+    code, out, err = run(capsys, "keys", "revoke", "--key", first["key"], "-c", str(config))
+    assert code == 0
+    assert out.strip() == f"Revoked key {first['id']} (a1, workspace acme, user alice)."
+    assert first["key"] not in out + err
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(second["key"] + "\n"))  # `--key -`: from stdin
+    code, out, err = run(capsys, "keys", "revoke", "--key", "-", "--json", "-c", str(config))
+    assert code == 0
+    assert [k["id"] for k in json.loads(out)["data"]] == [second["id"]]
+    assert second["key"] not in out + err
+
+    unknown = "ck-" + "n" * 40
+    code, out, err = run(capsys, "keys", "revoke", "--key", unknown, "-c", str(config))
+    assert code == 1 and err.strip() == "error: no API key matches the given key"
+    assert unknown not in out + err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["key_1", "--user", "alice"],
+        ["--user", "alice", "--key", "ck-abc"],
+        ["key_1", "--key", "ck-abc"],
+        ["--key", "ck-abc", "--workspace", "acme"],
+        ["key_1", "--workspace", "acme"],
+    ],
+)
+def test_keys_revoke_takes_exactly_one_form(
+    config: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+):
+    code, out, err = run(capsys, "keys", "revoke", *argv, "-c", str(config))
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "ck-abc" not in err
 
 
 def test_key_for_unknown_workspace_is_one_clear_line(

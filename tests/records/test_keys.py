@@ -145,3 +145,80 @@ async def test_blank_or_oversized_names_are_rejected(
 ) -> None:
     with pytest.raises(InvalidRecord):
         await KeyStore(database).create(workspace, name)
+
+
+async def test_list_filters_by_user_and_workspace(database: Database) -> None:
+    store = KeyStore(database)
+    await store.create("acme", "a1", user="alice")
+    await store.create("globex", "a2", user="alice")
+    await store.create("acme", "b1", user="bob")
+    await store.create("acme", "nobody")
+
+    assert {r.name for r in await store.list(user="alice")} == {"a1", "a2"}
+    assert [r.name for r in await store.list("acme", user="alice")] == ["a1"]
+    assert {r.name for r in await store.list("acme")} == {"a1", "b1", "nobody"}
+    assert await store.list(user="carol") == []
+
+
+async def test_revoking_a_user_revokes_each_of_their_active_keys_at_once(
+    database: Database,
+) -> None:
+    async with KeyStore(database, refresh_interval=60) as store:  # no poll helps here
+        first, first_key = await store.create("acme", "a1", user="alice")
+        second, second_key = await store.create("globex", "a2", user="alice")
+        _, bob_key = await store.create("acme", "b1", user="bob")
+        earlier = await store.revoke((await store.create("acme", "old", user="alice"))[0].id)
+        for key in (first_key, second_key, bob_key):
+            assert await store.lookup(hash_key(key)) is not None
+
+        revoked = await store.revoke_user("alice")
+
+        assert {r.id for r in revoked} == {first.id, second.id}  # not the one revoked before
+        assert {r.status() for r in revoked} == {"revoked"}
+        assert await store.lookup(hash_key(first_key)) is None
+        assert await store.lookup(hash_key(second_key)) is None
+        assert await store.lookup(hash_key(bob_key)) is not None
+        assert (await store.get(earlier.id)).revoked_at == earlier.revoked_at
+        with pytest.raises(KeyNotFound, match="no active API key of user 'alice'"):
+            await store.revoke_user("alice")
+
+
+async def test_revoking_a_user_in_one_workspace_spares_their_other_keys(
+    database: Database,
+) -> None:
+    store = KeyStore(database)
+    in_acme, _ = await store.create("acme", "a1", user="alice")
+    in_globex, _ = await store.create("globex", "a2", user="alice")
+
+    assert [r.id for r in await store.revoke_user("alice", workspace="globex")] == [in_globex.id]
+    assert (await store.get(in_acme.id)).status() == "active"
+    with pytest.raises(KeyNotFound, match="in workspace 'globex'"):
+        await store.revoke_user("alice", workspace="globex")
+
+
+async def test_revoking_by_key_value_finds_the_key_by_its_hash(database: Database) -> None:
+    async with KeyStore(database, refresh_interval=60) as store:
+        record, plaintext = await store.create("acme", "ci", user="alice")
+        _, other = await store.create("acme", "ci2", user="alice")
+        await store.lookup(hash_key(plaintext))
+
+        revoked = await store.revoke_value(plaintext)
+        again = await store.revoke_value(plaintext)  # harmless, as by id
+
+        assert revoked.id == record.id and revoked.status() == "revoked"
+        assert again.revoked_at == revoked.revoked_at
+        assert await store.lookup(hash_key(plaintext)) is None
+        assert await store.lookup(hash_key(other)) is not None
+
+
+async def test_revoking_an_unknown_key_value_never_repeats_the_value(database: Database) -> None:
+    value = "ck-" + "z" * 40
+    with pytest.raises(KeyNotFound) as caught:
+        await KeyStore(database).revoke_value(value)
+    assert value not in str(caught.value) and hash_key(value) not in str(caught.value)
+
+
+@pytest.mark.parametrize("user", ["", "   "])
+async def test_revoking_a_blank_user_is_rejected(database: Database, user: str) -> None:
+    with pytest.raises(InvalidRecord):
+        await KeyStore(database).revoke_user(user)
