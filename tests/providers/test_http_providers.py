@@ -232,8 +232,17 @@ async def test_stream_silence_between_chunks_times_out_in_the_iterator(openai, u
     assert len(events) == 1  # the first chunk arrived in time
 
 
-async def test_dropped_stream_raises_connection_error_after_the_events_it_sent(openai, upstream):
-    upstream.script("gpt-4o", [Fault(drop_after=2)])
+@pytest.mark.parametrize(
+    "cut",
+    [
+        Fault(drop_after=2),  # the connection dropped
+        Fault(end_after=2),  # closed cleanly, but before any choice finished: cut short too
+    ],
+)
+async def test_a_stream_cut_short_raises_connection_error_after_the_events_it_sent(
+    openai, upstream, cut: Fault
+):
+    upstream.script("gpt-4o", [cut])
     stream = await openai.stream(UpstreamRequest("chat", chat(stream=True), timeout=5))
     events = []
     with pytest.raises(UpstreamConnectionError):
@@ -469,16 +478,6 @@ async def test_openai_stream_without_done_after_a_finished_choice_is_complete(op
     completion = accumulate_openai([*events, SSEEvent(data="[DONE]")])
     assert completion.choices[0].message.content == "Echo: hello there"
     assert completion.choices[0].finish_reason == "stop"
-
-
-async def test_openai_stream_closed_cleanly_before_any_finish_reason_is_cut_short(openai, upstream):
-    upstream.script("gpt-4o", [Fault(end_after=2)])
-    stream = await openai.stream(UpstreamRequest("chat", chat(stream=True), timeout=5))
-    events = []
-    with pytest.raises(UpstreamConnectionError):
-        async for event in stream:
-            events.append(event)
-    assert len(events) == 2
 
 
 async def test_anthropic_stream_still_needs_message_stop(anthropic, upstream):

@@ -177,6 +177,41 @@ def test_included_files_and_new_glob_matches_are_picked_up(
     )
 
 
+def slow_model_yaml(port: int, upstream: FakeUpstream, *, route: bool = False) -> str:
+    """`gateway_yaml` plus a model `slow` on the fake upstream's `slow-up` (scripted by the test),
+    and with `route`, a route `streaming` for it."""
+    extra = f"  up: {{type: openai, base_url: {upstream.openai_url}, api_keys: [k]}}\n"
+    text = (
+        gateway_yaml(port, "")
+        .replace("providers:\n", "providers:\n" + extra)
+        .replace("models:\n", "models:\n  slow: {targets: [up/slow-up]}\n")
+    )
+    if route:
+        streaming = "  - {name: streaming, when: {model: slow}, use: slow}\n"
+        text = text.replace("routes:\n", "routes:\n" + streaming)
+    return text
+
+
+def stream_in_background(url: str) -> tuple[threading.Thread, list[str]]:
+    """A streamed chat of `slow` read line by line in a thread (its `x-concord-route` first);
+    returns once the first line arrived."""
+    first_line = threading.Event()
+    received: list[str] = []
+
+    def stream() -> None:
+        body = chat("slow", stream=True)
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=20) as answer:
+            received.append(answer.headers["x-concord-route"])
+            for line in answer.iter_lines():
+                received.append(line)
+                first_line.set()
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert first_line.wait(5)
+    return reader, received
+
+
 def test_in_flight_stream_survives_a_reload_that_removes_its_route(
     serve: StartServer, tmp_path: Path
 ) -> None:
@@ -184,33 +219,11 @@ def test_in_flight_stream_survives_a_reload_that_removes_its_route(
     try:
         words = " ".join(f"w{i}" for i in range(15))
         upstream.script("slow-up", [Fault(reply=words, chunk_delay=0.08)])
-        extra = f"  up: {{type: openai, base_url: {upstream.openai_url}, api_keys: [k]}}\n"
         port = free_port()
-        text = (
-            gateway_yaml(port, "")
-            .replace("providers:\n", "providers:\n" + extra)
-            .replace("models:\n", "models:\n  slow: {targets: [up/slow-up]}\n")
-            .replace(
-                "routes:\n", "routes:\n  - {name: streaming, when: {model: slow}, use: slow}\n"
-            )
-        )
         config = tmp_path / "concord.yaml"
-        config.write_text(text, encoding="utf-8")
+        config.write_text(slow_model_yaml(port, upstream, route=True), encoding="utf-8")
         server = serve(config=config, port=port)
-        first_chunk = threading.Event()
-        received: list[str] = []
-
-        def stream() -> None:
-            body = chat("slow", stream=True)
-            with httpx.stream("POST", server.url + "/v1/chat/completions", json=body) as response:
-                received.append(response.headers["x-concord-route"])
-                for line in response.iter_lines():
-                    received.append(line)
-                    first_chunk.set()
-
-        reader = threading.Thread(target=stream)
-        reader.start()
-        assert first_chunk.wait(5)
+        reader, received = stream_in_background(server.url)
         before = server.version()
         write_atomic(config, gateway_yaml(port, ""))  # no `up`, no `slow`, no `streaming`
         assert eventually(lambda: server.version() != before, timeout=2.0)
@@ -324,31 +337,11 @@ def test_with_workers_a_stopping_server_refuses_new_connections_while_streams_fi
     try:
         words = " ".join(f"w{i}" for i in range(20))
         upstream.script("slow-up", [Fault(reply=words, chunk_delay=0.1)] * 4)
-        extra = f"  up: {{type: openai, base_url: {upstream.openai_url}, api_keys: [k]}}\n"
         port = free_port()
-        text = (
-            gateway_yaml(port, "")
-            .replace("providers:\n", "providers:\n" + extra)
-            .replace("models:\n", "models:\n  slow: {targets: [up/slow-up]}\n")
-        )
         config = tmp_path / "concord.yaml"
-        config.write_text(text, encoding="utf-8")
+        config.write_text(slow_model_yaml(port, upstream), encoding="utf-8")
         server = serve(config=config, port=port, workers=2)
-        first_chunk = threading.Event()
-        received: list[str] = []
-
-        def stream() -> None:
-            body = chat("slow", stream=True)
-            with httpx.stream(
-                "POST", server.url + "/v1/chat/completions", json=body, timeout=20
-            ) as response:
-                for line in response.iter_lines():
-                    received.append(line)
-                    first_chunk.set()
-
-        reader = threading.Thread(target=stream)
-        reader.start()
-        assert first_chunk.wait(5)
+        reader, received = stream_in_background(server.url)
         server.signal(signal.SIGTERM)
         time.sleep(0.5)  # the workers have begun to drain
         started = time.monotonic()
