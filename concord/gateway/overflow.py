@@ -44,12 +44,17 @@ def _budget(bridge: Bridge, body: JSON, window: int | None) -> int:
 
 def truncate(bridge: Bridge, body: JSON, window: int | None) -> JSON | None:
     """Drop the oldest non-system turns until the input is clearly smaller than the refused one
-    (see `_budget`); None when nothing can go."""
+    (see `_budget`); None when nothing can go. The kept part opens with a plain user turn, the
+    last one at the latest, so no reply or tool result is left without what came before it."""
     messages = body.get("messages")
     if bridge.upstream not in ("chat", "messages") or not isinstance(messages, list):
         return None
     budget = _budget(bridge, body, window)
     kept = list(messages)
+    opens = [i for i, m in enumerate(kept) if _plain_user(m)]
+    if not opens:
+        return None
+    last_open = opens[-1]  # turns from here on stay: the question and what answers to it
     dropped = False
     out = dict(body)
     while True:
@@ -57,18 +62,36 @@ def truncate(bridge: Bridge, body: JSON, window: int | None) -> JSON | None:
         if estimate(_kind(bridge), out) <= budget:
             break
         turns = [i for i, m in enumerate(kept) if m.get("role") not in _SYSTEM_ROLES]
-        if len(turns) <= 1:
-            break  # the last turn is the question itself: keep it
+        if turns[0] >= last_open:
+            break
         del kept[turns[0]]
+        last_open -= 1
         dropped = True
         # A conversation must open with a user turn: drop orphaned replies and tool results.
         while True:
-            turns = [i for i, m in enumerate(kept) if m.get("role") not in _SYSTEM_ROLES]
-            if len(turns) > 1 and kept[turns[0]].get("role") != "user":
-                del kept[turns[0]]
+            first = next(i for i, m in enumerate(kept) if m.get("role") not in _SYSTEM_ROLES)
+            if first < last_open and not _plain_user(kept[first]):
+                del kept[first]
+                last_open -= 1
             else:
                 break
     return out if dropped else None
+
+
+def _plain_user(message: JSON) -> bool:
+    """A user turn a conversation may open with: not a tool result (Anthropic carries those in
+    user turns, and they need the call before them)."""
+    return message.get("role") == "user" and not _is_tool_result(message)
+
+
+def _is_tool_result(message: JSON) -> bool:
+    """OpenAI's `tool` message, or an Anthropic user turn carrying `tool_result` blocks."""
+    if message.get("role") == "tool":
+        return True
+    content = message.get("content")
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and part.get("type") == "tool_result" for part in content
+    )
 
 
 async def summarize(
@@ -81,9 +104,12 @@ async def summarize(
         return None
     system = [m for m in messages if m.get("role") in _SYSTEM_ROLES]
     turns = [m for m in messages if m.get("role") not in _SYSTEM_ROLES]
-    recent_start = max(len(turns) - KEEP_RECENT, 0)
-    while recent_start < len(turns) - 1 and turns[recent_start].get("role") != "user":
-        recent_start += 1  # the kept part opens with a user turn
+    start = max(len(turns) - KEEP_RECENT, 0)
+    # the kept part opens with the user's own turn, or (an agent loop ending in tool results)
+    # with the call those results answer: a tool result never loses the call before it
+    recent_start = next((i for i in range(start, len(turns)) if _plain_user(turns[i])), start)
+    while recent_start > 0 and _is_tool_result(turns[recent_start]):
+        recent_start -= 1
     older, recent = turns[:recent_start], turns[recent_start:]
     if not older or timeout <= 0:
         return None
