@@ -262,6 +262,9 @@ class Relay:
         return _encode(events)
 
     def finish(self) -> bytes:
+        """The closing bytes, once the upstream stream ended complete."""
+        if self.collector is not None:
+            self.collector.ended()
         events: list[SSEEvent] = []
         for stage in self._stages:
             events = [out for item in events for out in stage.feed(item)] + stage.finish()

@@ -325,8 +325,8 @@ class StateGuards:
             name = grant.rule.name if grant.rule else "budget"
             raise BudgetExceeded(f"Budget '{name}' is exhausted for this period.")
         target = grant.downgrade_to
-        if target is None or target == decision.model:
-            return
+        if target is None or target == decision.model or ctx.endpoint == "embeddings":
+            return  # embeddings have no cheaper model to move to: served as asked
         downgraded = graph.replan(decision, target, ctx, runtime)
         if downgraded.model is None or downgraded.rejection is not None:
             return

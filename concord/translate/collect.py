@@ -22,6 +22,11 @@ JSON = dict[str, Any]
 class Collector(Protocol):
     def feed(self, event: SSEEvent) -> None: ...
 
+    def ended(self) -> None:
+        """The upstream stream ended complete (its transport's judgement: an OpenAI-compatible
+        server may close after the finished choice without `[DONE]`)."""
+        ...
+
     def result(self) -> JSON | None: ...
 
 
@@ -55,6 +60,9 @@ class _OpenAICollector:
         self.usage: JSON | None = None
         self.done = False
         self.broken = False
+
+    def ended(self) -> None:
+        self.done = True  # complete without `[DONE]`: the stream's transport said so
 
     def feed(self, event: SSEEvent) -> None:
         if self.broken:
@@ -178,6 +186,9 @@ class MessageCollector:
         self.json_parts: dict[int, list[str]] = {}
         self.stopped = False
         self.broken = False
+
+    def ended(self) -> None:
+        return None  # complete only with its own `message_stop`, which the transport requires
 
     def feed(self, event: SSEEvent) -> None:
         if self.broken:

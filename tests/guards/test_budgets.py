@@ -24,6 +24,7 @@ models:
   gpt-4o: {targets: [demo/gpt-4o], price: {input: 1000, output: 1000}}
   slow-model: {targets: [slow/x], price: {input: 1000, output: 1000}}
   cheap: {targets: [demo/cheap]}
+  embed: {targets: [demo/embed], price: {input: 1000}}
 """
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -122,6 +123,10 @@ async def test_downgrade_serves_downgrade_to_and_says_so(make_gateway: MakeGatew
     assert message.headers["x-concord-downgraded"] == "gpt-4o"
     assert (await message.parse()).content[0].text == "Echo: hello"  # type: ignore[union-attr]
     assert gw.recorder.records[-1].model == "cheap"
+    # an embeddings request has no cheaper model to move to: it is served as asked
+    embedded = await gw.openai().embeddings.with_raw_response.create(model="embed", input="hello")
+    assert embedded.headers["x-concord-model"] == "embed"
+    assert "x-concord-downgraded" not in embedded.headers
 
 
 async def test_budget_used_condition_switches_routes_as_spend_grows(

@@ -249,6 +249,28 @@ async def test_a_streamed_answer_is_stored_and_served_either_way(
     assert (hit.cache_hit, streamed_hit.cache_hit) == (True, True)
 
 
+async def test_a_stream_complete_without_done_is_stored_too(
+    make_gateway: MakeGateway, state_url: str, upstream: FakeUpstream
+):
+    """An OpenAI-compatible server that closes after the finished choice, without `[DONE]`,
+    ended its answer properly: it is cached like any other."""
+    gw = make_gateway(config(upstream), state_url)
+    upstream.script("gpt-4o", [Fault(omit_done=True)])
+    client = gw.openai()
+    stream = await client.chat.completions.create(
+        model="gpt-4o", messages=HELLO, temperature=0, stream=True
+    )
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == (
+        "Echo: hello cache"
+    )
+    for _ in range(20):  # the entry is written when the stream's record is settled
+        if len(gw.recorder.records) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert await ask(client) == ("hit", "Echo: hello cache")
+    assert len(upstream.requests) == 1
+
+
 async def test_a_streamed_tool_call_is_stored_whole(
     make_gateway: MakeGateway, state_url: str, upstream: FakeUpstream
 ):
