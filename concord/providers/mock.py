@@ -5,8 +5,9 @@
   is answered with a call of that tool (the first tool for `required`/`any`) with arguments `{}`.
 - `max_tokens` (or `max_completion_tokens`) cuts the reply and reports a length stop.
 - Tokens are counted as whitespace-separated words: input = the words of every text in the
-  request (system, messages, tool results, prompt), output = the words of the reply; a tool call
-  counts as 1 + the words of its arguments. Cheap, deterministic, easy to assert in tests.
+  request (system, messages, tool results, prompt; a prompt of token ids counts one per id),
+  output = the words of the reply; a tool call counts as 1 + the words of its arguments. Cheap,
+  deterministic, easy to assert in tests. One choice per request, whatever `n` says.
 - Embeddings: unit vectors derived from a hash of each input, 1536 floats unless `dimensions`
   asks otherwise; `encoding_format: base64` is honoured.
 
@@ -114,7 +115,19 @@ def request_texts(endpoint: UpstreamEndpoint, body: Mapping[str, Any]) -> list[s
 
 
 def input_tokens(endpoint: UpstreamEndpoint, body: Mapping[str, Any]) -> int:
-    return sum(count_tokens(text) for text in request_texts(endpoint, body))
+    words = sum(count_tokens(text) for text in request_texts(endpoint, body))
+    if endpoint == "completions":  # a prompt given as token ids: one token each
+        return words + _token_ids(body.get("prompt"))
+    return words
+
+
+def _token_ids(prompt: Any) -> int:
+    """How many token ids a legacy prompt holds (`[1, 2]` or `[[1, 2], [3]]`); 0 for text."""
+    if not isinstance(prompt, list) or not prompt:
+        return 0
+    if all(isinstance(item, int) for item in prompt):
+        return len(prompt)
+    return sum(len(item) for item in prompt if isinstance(item, list))
 
 
 def last_user_text(endpoint: UpstreamEndpoint, body: Mapping[str, Any]) -> str:

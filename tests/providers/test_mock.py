@@ -204,3 +204,10 @@ async def test_latency_is_applied():
     started = time.monotonic()
     await slow.send(UpstreamRequest("chat", CHAT, 5))
     assert time.monotonic() - started >= 0.1
+
+
+@pytest.mark.parametrize(("prompt", "tokens"), [("a b c", 3), ([1, 2, 3], 3), ([[1, 2], [3]], 3)])
+async def test_completions_count_a_prompt_of_token_ids(prompt: object, tokens: int):
+    body = {"model": "m", "prompt": prompt}
+    answer = (await MOCK.send(UpstreamRequest("completions", body, 5))).body
+    assert answer["usage"]["prompt_tokens"] == tokens
