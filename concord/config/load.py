@@ -17,7 +17,7 @@ import hashlib
 import importlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +87,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Loaded:
         source=source,
         config=config,
         graph=graph,
-        diagnostics=sort_diagnostics(diagnostics),
+        diagnostics=sort_diagnostics(_masked(diagnostics, source.expanded)),
         version=version,
         files=list(source.files),
         base_dir=Path(path).absolute().parent,
@@ -109,6 +109,32 @@ def config_version(tree: Mapping[str, Any]) -> str:
         resolved, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+# Expanded values shorter than this are left in messages: too short to be a secret, and common
+# enough ("8080", "true") that replacing them would garble unrelated text.
+MASK_MIN_LENGTH = 6
+
+
+def _masked(diagnostics: list[Diagnostic], expanded: Mapping[str, str]) -> list[Diagnostic]:
+    """Diagnostics that quote a value `${VAR}` expanded to show `${VAR}` instead: a key put in
+    the wrong field must not reach validate's output or a CI log (SPEC §2.1)."""
+    values = sorted(
+        ((value, name) for name, value in expanded.items() if len(value) >= MASK_MIN_LENGTH),
+        key=lambda pair: -len(pair[0]),  # longest first: one value may contain another
+    )
+    if not values:
+        return diagnostics
+    out = []
+    for diagnostic in diagnostics:
+        message, hint = diagnostic.message, diagnostic.hint
+        for value, name in values:
+            message = message.replace(value, f"${{{name}}}")
+            hint = hint.replace(value, f"${{{name}}}") if hint else hint
+        if message != diagnostic.message or hint != diagnostic.hint:
+            diagnostic = replace(diagnostic, message=message, hint=hint)
+        out.append(diagnostic)
+    return out
 
 
 def _has_errors(diagnostics: list[Diagnostic]) -> bool:

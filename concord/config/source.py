@@ -62,6 +62,9 @@ class Source:
     spans: dict[TreePath, tuple[Location, Location | None]] = field(default_factory=dict)
     root: str = "<config>"
     keyless_providers: frozenset[str] = frozenset()  # declared api_keys, all empty (SPEC §2.1)
+    # The values `${VAR}` expanded to, by name: a diagnostic quoting one shows the reference
+    # instead (a key expanded into the wrong field must not be printed: SPEC §2.1)
+    expanded: dict[str, str] = field(default_factory=dict)
 
     def where(self, path: TreePath | Any) -> Location:
         """Location of the value at `path`, or of its nearest existing ancestor."""
@@ -97,6 +100,7 @@ def read_source(path: str | Path, env: Mapping[str, str] | None = None) -> Sourc
         spans=spans,
         root=shown,
         keyless_providers=frozenset(reader.keyless_providers),
+        expanded=reader.expanded,
     )
 
 
@@ -149,6 +153,7 @@ class _Reader:
         self.files: list[str] = []
         self.diagnostics: list[Diagnostic] = []
         self.keyless_providers: set[str] = set()
+        self.expanded: dict[str, str] = {}  # ${VAR} name -> the value it expanded to
         self._loaded: dict[str, Location] = {}  # realpath -> where it was first included
         self._cwd = os.getcwd()
 
@@ -487,6 +492,7 @@ class _Expander:
                 if not blank_ok:
                     missing.append(name)
                 return ""
+            self.reader.expanded[name] = value
             return value
 
         text = _VAR.sub(replace, node.value)
