@@ -7,7 +7,7 @@ What is translated:
                                             anthropic/..., OpenAI-compatible prefixes (groq...)
     litellm_params.api_key / api_base /     a provider per distinct (type, base, key, version);
       api_version                           `os.environ/VAR` becomes `${VAR}`
-    litellm_params.weight                   target weight
+    litellm_params.weight                   target weight (with a weighted balance only)
     *_cost_per_token, max_input_tokens      price (USD per 1M tokens), context_window
     router_settings.routing_strategy        balance (simple-shuffle → weighted, latency-based →
                                             least_latency)
@@ -17,6 +17,8 @@ What is translated:
     allowed_fails, cooldown_time            defaults.circuit_breaker
     litellm_settings.cache (+cache_params)  defaults.cache (off when LiteLLM's cache was off),
                                             storage.state from a redis cache
+    router_settings.redis_host/port/...     storage.state (the Redis LiteLLM instances share)
+    "ollama/x" with api_base                an openai provider at `<api_base>/v1`
     general_settings.master_key             auth.admin_key (no master key: auth.mode open)
     general_settings.database_url           storage.database
 
@@ -99,7 +101,7 @@ def convert(litellm: dict[str, Any]) -> str:
     balance = _balance(work, router.get("routing_strategy"))
     config: dict[str, Any] = {"version": 1}
     config["auth"] = _auth(work, general)
-    storage = _storage(work, general, settings)
+    storage = _storage(work, general, settings, router)
     if storage:
         config["storage"] = storage
     config["providers"] = {p.name: _provider_entry(p) for p in work.providers.values()}
@@ -133,6 +135,8 @@ def _deployment(work: _Conversion, index: int, entry: dict[str, Any]) -> None:
         work.notes.append(f"{where} ({name}): provider '{prefix}' is not supported; skipped")
         return
     base = _value(params.get("api_base")) or OPENAI_COMPATIBLE.get(prefix)
+    if prefix in ("ollama", "ollama_chat") and base and not base.rstrip("/").endswith("/v1"):
+        base = base.rstrip("/") + "/v1"  # Ollama's OpenAI-compatible API lives under /v1
     if kind == "azure" and not base:
         work.notes.append(f"{where} ({name}): azure needs api_base; skipped")
         return
@@ -247,7 +251,13 @@ def _models(work: _Conversion, balance: str) -> dict[str, Any]:
     for name, catalog in work.models.items():
         targets = catalog["targets"]
         entry: dict[str, Any] = {}
-        if any("weight" in t for t in targets):
+        weighted = any("weight" in t for t in targets)
+        if weighted and len(targets) > 1 and balance != "weighted":
+            work.notes.append(
+                f"model_list ({name}): litellm_params.weight dropped: balance is {balance}"
+            )
+            weighted = False
+        if weighted:
             entry["targets"] = targets
         else:
             entry["targets"] = [t["target"] for t in targets]
@@ -338,19 +348,27 @@ def _auth(work: _Conversion, general: dict[str, Any]) -> dict[str, Any]:
 
 
 def _storage(
-    work: _Conversion, general: dict[str, Any], settings: dict[str, Any]
+    work: _Conversion, general: dict[str, Any], settings: dict[str, Any], router: dict[str, Any]
 ) -> dict[str, Any]:
     storage: dict[str, Any] = {}
     database = _inline_secret(work, general.get("database_url"), "database_url", "DATABASE_URL")
     if database:
         storage["database"] = database
     params = _mapping(settings.get("cache_params"))
-    if settings.get("cache") and params.get("type") == "redis":
-        url = _value(params.get("url") or params.get("redis_url"))
+    redis_cache = settings.get("cache") and params.get("type") == "redis"
+    if not redis_cache:
+        params = {}
+    if redis_cache or router.get("redis_host") or router.get("redis_url"):
+        # the Redis LiteLLM shares between instances (its cache's, else its router's) holds
+        # Concord's shared state: limits, budgets, cache
+        def given(key: str) -> Any:
+            return params.get(key) or router.get(f"redis_{key}")
+
+        url = _value(params.get("url") or params.get("redis_url") or router.get("redis_url"))
         if not url:
-            host = _value(params.get("host")) or "localhost"
-            port = _value(params.get("port")) or "6379"
-            password = _inline_secret(work, params.get("password"), "password", "REDIS_PASSWORD")
+            host = _value(given("host")) or "localhost"
+            port = _value(given("port")) or "6379"
+            password = _inline_secret(work, given("password"), "password", "REDIS_PASSWORD")
             auth = f":{password}@" if password else ""
             url = f"redis://{auth}{host}:{port}/0"
         storage["state"] = url
@@ -368,6 +386,10 @@ _TRANSLATED = {
         "content_policy_fallbacks",
         "allowed_fails",
         "cooldown_time",
+        "redis_host",
+        "redis_port",
+        "redis_password",
+        "redis_url",
     },
     "litellm_settings": {
         "cache",

@@ -115,6 +115,35 @@ def test_unsupported_settings_become_comments_and_secrets_stay_out(tmp_path: Pat
     assert config["storage"]["database"] == "${DATABASE_URL}"
 
 
+def test_a_self_hosted_ollama_redis_from_router_settings_and_unweighted_balance() -> None:
+    """Ollama's OpenAI-compatible API lives under /v1; the Redis LiteLLM instances share (named
+    in router_settings) holds Concord's state; weights go only with a weighted balance."""
+    deployment = {"model": "openai/gpt-4o", "weight": 2}
+    text = convert(
+        {
+            "model_list": [
+                {
+                    "model_name": "llama",
+                    "litellm_params": {"model": "ollama/llama3", "api_base": "http://ollama:11434"},
+                },
+                {"model_name": "gpt", "litellm_params": deployment},
+                {"model_name": "gpt", "litellm_params": {"model": "groq/gpt-4o"}},
+            ],
+            "router_settings": {
+                "routing_strategy": "usage-based-routing-v2",
+                "redis_host": "os.environ/REDIS_HOST",
+                "redis_port": 6380,
+            },
+        }
+    )
+    config = YAML(typ="safe").load(text)
+    assert config["providers"]["ollama"]["base_url"] == "http://ollama:11434/v1"
+    assert config["storage"]["state"] == "redis://${REDIS_HOST}:6380/0"
+    assert config["models"]["gpt"]["targets"] == ["openai/gpt-4o", "groq/gpt-4o"]
+    assert "weight dropped: balance is round_robin" in text
+    assert "redis_host: not translated" not in text
+
+
 def test_no_master_key_means_open_mode_and_no_cache() -> None:
     config = YAML(typ="safe").load(
         convert({"model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-4o-mini"}}]})
