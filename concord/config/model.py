@@ -325,7 +325,16 @@ class Defaults(Stored):
     retry: RetrySpec = RetrySpec()
     circuit_breaker: BreakerSpec = BreakerSpec()
     key_cooldown: Duration = Field(default=300.0, description="How long a rejected API key rests.")
-    context_overflow: ContextOverflow = "fallback"
+    context_overflow: ContextOverflow = Field(
+        default="fallback",
+        description=(
+            "When an upstream says the request is too long: `fallback` moves to the next model "
+            "with a larger `context_window`; `truncate` drops the oldest turns (keeping system "
+            "prompts and the last question with its tool calls) and retries once; `summarize` "
+            "has the same target condense the older turns, then retries, truncating if that "
+            "fails. See docs/http.md."
+        ),
+    )
     cache: CacheSpec = CacheSpec()
 
 
@@ -354,7 +363,9 @@ class Route(Stored):
     params: ParamsSpec | None = Field(
         default=None, description="`set` forces body values; `max` caps them."
     )
-    context_overflow: ContextOverflow | None = None
+    context_overflow: ContextOverflow | None = Field(
+        default=None, description="`defaults.context_overflow` for this route's requests."
+    )
 
 
 class BudgetRule(Stored):
