@@ -71,7 +71,7 @@ UNRECORDED = textwrap.dedent(
     """
     import concord.gateway.handlers as handlers
 
-    async def finish(state, call, record):
+    def finish(state, call, record):
         return None
 
     handlers._finish = finish

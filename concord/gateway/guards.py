@@ -9,9 +9,10 @@ The handler calls, per request:
                                every budget (§2.6, possibly downgrading the decision), and the
                                cache looked up (§2.5); raises RateLimited, BudgetExceeded or
                                StateUnreachable
-    store(admission, ...)    → a successful non-stream answer saved for later hits
+    store(admission, ...)    → a successful answer kept for later hits (written by settle)
     settle(admission, record)→ token buckets corrected to actual usage, budgets to actual cost,
-                               the stored answer written: one backend call, not awaited
+                               the stored answer written: one backend call, not waited for
+                               (both are plain calls: nothing on the response path waits)
 
 `StateGuards` is also the `Component` that owns the state backend: opened once per process from
 `storage.state`, kept across reloads (SPEC §4: limits, spend and cache survive them), reported by
@@ -122,11 +123,11 @@ class Guards(Protocol):
         runtime: RuntimeView,
     ) -> Admission: ...
 
-    async def store(
+    def store(
         self, admission: Admission, body: bytes, usage: Usage, model: str, provider: str
     ) -> None: ...
 
-    async def settle(self, admission: Admission, record: UsageRecord) -> None: ...
+    def settle(self, admission: Admission, record: UsageRecord) -> None: ...
 
 
 class NoGuards:
@@ -145,12 +146,12 @@ class NoGuards:
     ) -> Admission:
         return Admission(decision)
 
-    async def store(
+    def store(
         self, admission: Admission, body: bytes, usage: Usage, model: str, provider: str
     ) -> None:
         return None
 
-    async def settle(self, admission: Admission, record: UsageRecord) -> None:
+    def settle(self, admission: Admission, record: UsageRecord) -> None:
         return None
 
 
@@ -377,7 +378,7 @@ class StateGuards:
         if not settlement.empty:
             self.backend.settle(settlement)
 
-    async def store(
+    def store(
         self, admission: Admission, body: bytes, usage: Usage, model: str, provider: str
     ) -> None:
         """Keep the answer for the next identical request; it is written with the settlement,
@@ -392,7 +393,7 @@ class StateGuards:
         entry = encode_entry(body, usage_map, model, provider, time.time())
         admission.store = (self.cache.namespace + admission.cache_key, entry, admission.cache_ttl)
 
-    async def settle(self, admission: Admission, record: UsageRecord) -> None:
+    def settle(self, admission: Admission, record: UsageRecord) -> None:
         """Tokens to what the upstream used (none for a hit or a failure); budgets to the
         record's cost, which is 0 unless an upstream answered (nothing lost, nothing charged).
         Handed to the backend without waiting: off the response path, yet applied before any

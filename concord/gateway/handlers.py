@@ -251,12 +251,12 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
             call.calls = error.calls
         if call.request_body is not None:
             call.response_body = error.render(call.wire)
-        await _finish(state, call, call.record(error.status, error=error.kind))
+        _finish(state, call, call.record(error.status, error=error.kind))
         return error_response(error, call.wire, call.headers())
     except Exception:
         log.exception("unhandled error serving %s", call.request_id)
         error = GatewayError("Internal gateway error.")
-        await _finish(state, call, call.record(500, error="internal"))
+        _finish(state, call, call.record(500, error="internal"))
         return error_response(error, call.wire, call.headers())
     finally:
         if holding:
@@ -333,12 +333,10 @@ async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
     content = orjson.dumps(answer)
     if call.admission is not None:  # SPEC §2.5: keep it for the next identical request
         attempt = served.attempt
-        await state.guards.store(
-            call.admission, content, usage, attempt.model, attempt.target.provider
-        )
+        state.guards.store(call.admission, content, usage, attempt.model, attempt.target.provider)
     if call.request_body is not None:
         call.response_body = content
-    await _finish(state, call, call.record(200, served.usage(usage)))
+    _finish(state, call, call.record(200, served.usage(usage)))
     return JSONAnswer.raw(content, 200, call.raw_headers())
 
 
@@ -355,7 +353,7 @@ async def _replay(state: GatewayState, call: Call, body: dict) -> Response:
     )
     if call.request_body is not None:
         call.response_body = content
-    await _finish(state, call, call.record(200, usage))
+    _finish(state, call, call.record(200, usage))
     if call.ctx.stream and call.endpoint != "embeddings" and parsed is not None:
         events = replay_stream(call.endpoint, parsed, include_usage=_include_usage(body))
         headers = call.headers()
@@ -387,19 +385,19 @@ def _stream(
     async def on_close(stream: StreamState) -> None:
         try:
             if relay.collector is not None and stream.status == 200:
-                await _store_stream(state, call, served, relay)
+                _store_stream(state, call, served, relay)
             usage = served.usage(relay.usage)
             record = call.record(
                 stream.status, usage, error=stream.error, first_byte_at=stream.first_byte_at
             )
-            await _finish(state, call, record)
+            _finish(state, call, record)
         finally:
             limiter.release()
 
     return EventStreamResponse(served.stream, relay, call.wire, call.raw_headers(), on_close)  # type: ignore[return-value]
 
 
-async def _store_stream(state: GatewayState, call: Call, served: Served, relay: Relay) -> None:
+def _store_stream(state: GatewayState, call: Call, served: Served, relay: Relay) -> None:
     """A streamed answer that ended properly is stored as the answer it stands for, so the next
     identical request is a hit, streamed or not."""
     assert relay.collector is not None and call.admission is not None and call.ctx is not None
@@ -415,16 +413,14 @@ async def _store_stream(state: GatewayState, call: Call, served: Served, relay: 
         log.debug("streamed answer of %s not cached", call.request_id, exc_info=True)
         return
     attempt = served.attempt
-    await state.guards.store(
-        call.admission, content, relay.usage, attempt.model, attempt.target.provider
-    )
+    state.guards.store(call.admission, content, relay.usage, attempt.model, attempt.target.provider)
 
 
-async def _finish(state: GatewayState, call: Call, record: UsageRecord) -> None:
+def _finish(state: GatewayState, call: Call, record: UsageRecord) -> None:
     state.recorder.record(record)
     if call.admission is not None:
         try:
-            await state.guards.settle(call.admission, record)
+            state.guards.settle(call.admission, record)
         except Exception:
             log.exception("guards.settle failed for %s", call.request_id)
 
