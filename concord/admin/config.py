@@ -15,8 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from concord.admin.auth import admin_verdict
-from concord.admin.errors import error_response
+from concord.admin.auth import admin_denied
 from concord.engine.reload import Reloader
 
 if TYPE_CHECKING:
@@ -58,12 +57,7 @@ class ConfigAdmin:
 
     def _denied(self, request: Request) -> Response | None:
         state = self._state or request.app.state.gateway
-        verdict = admin_verdict(request, state.graph.auth.admin_key)
-        if verdict == 404:
-            return error_response(404, "Not Found", "not_found")
-        if verdict != 200:
-            return error_response(401, "A valid admin key is required", "invalid_admin_key")
-        return None
+        return admin_denied(request, state.graph.auth.admin_key)
 
     def _json(self, body: object, status: int) -> Response:
         state = self._state

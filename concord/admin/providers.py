@@ -13,8 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from concord.admin.auth import admin_verdict
-from concord.admin.errors import error_response
+from concord.admin.auth import admin_denied
 from concord.engine.graph import Graph
 from concord.gateway.runtime import RuntimeState
 from concord.observability.health import PassiveHealth, ProbeResult, worst
@@ -102,11 +101,9 @@ def providers_route(health: PassiveHealth) -> Route:
     async def list_providers(request: Request) -> Response:
         state: GatewayState = request.app.state.gateway
         graph = state.graph
-        verdict = admin_verdict(request, graph.auth.admin_key)
-        if verdict == 404:
-            return error_response(404, "Not Found", "not_found")
-        if verdict != 200:
-            return error_response(401, "A valid admin key is required", "invalid_admin_key")
+        denied = admin_denied(request, graph.auth.admin_key)
+        if denied is not None:
+            return denied
         body = providers_report(graph, state.pool, state.runtime, health)
         return Response(orjson.dumps(body), 200, media_type="application/json")
 

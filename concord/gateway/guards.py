@@ -91,9 +91,7 @@ P = TypeVar("P")
 
 class StateUnreachable(Overloaded):
     """503: the request needs limits or budgets and the shared state is down with
-    `storage.state_failure: closed` (SPEC §1)."""
-
-    openai_type = "api_error"
+    `storage.state_failure: closed` (SPEC §1); the same types as any other 503 overload."""
 
 
 @dataclass(slots=True)

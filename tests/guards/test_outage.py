@@ -39,7 +39,7 @@ async def test_closed_refuses_what_needs_limits_and_serves_the_rest(make_gateway
     with pytest.raises(openai.InternalServerError) as refused:
         await client.chat.completions.create(model="limited", messages=HELLO)
     assert refused.value.status_code == 503
-    assert (refused.value.type, refused.value.code) == ("api_error", "overloaded")
+    assert (refused.value.type, refused.value.code) == ("server_error", "overloaded")
     reply = await client.chat.completions.create(model="free", messages=HELLO)
     assert reply.choices[0].message.content == "Echo: hello"
 
