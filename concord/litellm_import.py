@@ -364,7 +364,7 @@ def _storage(
         def given(key: str) -> Any:
             return params.get(key) or router.get(f"redis_{key}")
 
-        url = _value(params.get("url") or params.get("redis_url") or router.get("redis_url"))
+        url = _value(params.get("redis_url") or given("url"))
         if not url:
             host = _value(given("host")) or "localhost"
             port = _value(given("port")) or "6379"

@@ -359,12 +359,9 @@ def _keep_upstream_fields(failed: AttemptsFailed, body: object) -> None:
             if kind == "not_found_error":
                 failed.code = "model_not_found"
         return
-    param, code = error.get("param"), error.get("code")
-    if isinstance(kind, str):
-        failed.openai_type = kind[:100]
-    failed.param = param[:200] if isinstance(param, str) else None
-    failed.code = code[:100] if isinstance(code, str) else None
-    failed.upstream_error = error  # the rest of it too, for OpenAI clients
+    failed.upstream_error = error  # rendered for OpenAI clients as it came, over our fields
+    code = error.get("code")
+    failed.code = code[:100] if isinstance(code, str) else None  # the usage log's error type
 
 
 def _upstream_message(error: UpstreamError) -> str:

@@ -140,6 +140,12 @@ class ModelNotFound(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "not_found_error"
 
+    @classmethod
+    def named(cls, model: str) -> ModelNotFound:
+        """OpenAI's words for a model the caller cannot use."""
+        message = f"The model '{model}' does not exist or you do not have access to it."
+        return cls(message, param="model")
+
 
 class PayloadTooLarge(GatewayError):
     status = 413

@@ -42,6 +42,7 @@ from concord.engine.graph import (
 )
 from concord.gateway.errors import BudgetExceeded, Overloaded, RateLimited
 from concord.gateway.record import UsageRecord
+from concord.observability.readiness import DEGRADED
 from concord.state import (
     BudgetGrant,
     BudgetKeeper,
@@ -196,7 +197,7 @@ class StateGuards:
         down but `state_failure: open` keeps requests flowing on per-process counters."""
         if await self.backend.ping():
             return True
-        return "degraded" if getattr(self.backend, "failure", "closed") == "open" else False
+        return DEGRADED if getattr(self.backend, "failure", "closed") == "open" else False
 
     @property
     def state_healthy(self) -> bool:

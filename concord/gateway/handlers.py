@@ -317,10 +317,7 @@ def _check(decision: Decision, ctx: RequestContext) -> None:
     if rejection is not None:
         raise PolicyRejected(rejection.message, status=rejection.status, code=rejection.code)
     if decision.not_found:
-        raise ModelNotFound(
-            f"The model '{ctx.model}' does not exist or you do not have access to it.",
-            param="model",
-        )
+        raise ModelNotFound.named(ctx.model)
 
 
 async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
@@ -456,10 +453,7 @@ async def retrieve_model(state: GatewayState, request: Request, model_id: str) -
     try:
         principal = await state.authenticate(graph, request.headers)
         if model_id not in graph.visible_models(principal.workspace):
-            raise ModelNotFound(
-                f"The model '{model_id}' does not exist or you do not have access to it.",
-                param="model",
-            )
+            raise ModelNotFound.named(model_id)
     except GatewayError as error:
         return error_response(error, call.wire, call.headers())
     body = _model_object(call.wire, graph, model_id, state.started_at)

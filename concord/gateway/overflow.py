@@ -51,10 +51,10 @@ def truncate(bridge: Bridge, body: JSON, window: int | None) -> JSON | None:
         return None
     budget = _budget(bridge, body, window)
     kept = list(messages)
-    opens = [i for i, m in enumerate(kept) if _plain_user(m)]
-    if not opens:
+    # turns from the last plain user turn on stay: the question and what answers to it
+    last_open = next((i for i in reversed(range(len(kept))) if _plain_user(kept[i])), None)
+    if last_open is None:
         return None
-    last_open = opens[-1]  # turns from here on stay: the question and what answers to it
     dropped = False
     out = dict(body)
     while True:

@@ -25,6 +25,7 @@ from typing import IO, Any
 import orjson
 
 from concord.gateway.record import UsageRecord
+from concord.timestamps import second_text
 
 ACCESS_LOGGER = "concord.access"
 LEVEL_ENV = "CONCORD_LOG_LEVEL"
@@ -83,17 +84,9 @@ def _iso_millis(epoch: float) -> str:
     micros = round((epoch - second) * 1e6)  # as datetime rounds a timestamp, then truncated
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    prefix = _second_prefix.get(second)
-    if prefix is None:
-        if len(_second_prefix) > 64:
-            _second_prefix.clear()
-        prefix = _second_prefix[second] = datetime.fromtimestamp(second, UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S"
-        )
-    return prefix + _MILLIS[micros // 1000]
+    return second_text(second, "T") + _MILLIS[micros // 1000]
 
 
-_second_prefix: dict[int, str] = {}
 _MILLIS = [f".{millis:03d}+00:00" for millis in range(1000)]  # a format spec costs more
 
 

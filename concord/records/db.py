@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from sqlalchemy.pool import StaticPool
 from concord.records import migrations
 from concord.records.errors import DatabaseURLError
 from concord.records.tables import UTCDateTime
+from concord.timestamps import second_text
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -152,24 +153,16 @@ def _sqlite_bool(value: bool | None) -> int | None:
 def _sqlite_utc_text(value: datetime | None) -> str | None:
     """`UTCDateTime` as SQLAlchemy stores it in SQLite: naive UTC, `YYYY-MM-DD HH:MM:SS.ffffff`.
 
-    A UTC datetime (every usage row's) is formatted once per second: `isoformat` on an aware
-    datetime formats its offset only to have it cut off, a microsecond or so per row, where the
-    seconds since the epoch (exact integer arithmetic, any year), a cached prefix and two list
-    lookups take a third of that."""
+    A UTC datetime (every usage row's) takes the per-second prefix of `concord.timestamps`:
+    `isoformat` on an aware datetime formats its offset only to have it cut off, a microsecond
+    or so per row, where the seconds since the epoch and two list lookups take a third of that."""
     if value is None:
         return None
     if value.tzinfo is UTC:
         delta = value - _EPOCH
         second = delta.days * 86400 + delta.seconds  # a timedelta keeps 0 <= seconds < 86400
-        prefix = _second_text.get(second)
-        if prefix is None:
-            if len(_second_text) > 64:
-                _second_text.clear()
-            prefix = _second_text[second] = (_NAIVE_EPOCH + timedelta(seconds=second)).isoformat(
-                " "
-            )
         micros = delta.microseconds
-        return prefix + _MILLIS_TEXT[micros // 1000] + _MICROS_TEXT[micros % 1000]
+        return second_text(second, " ") + _MILLIS_TEXT[micros // 1000] + _MICROS_TEXT[micros % 1000]
     if value.tzinfo is None:
         return value.isoformat(" ", "microseconds")
     if value.tzinfo is not UTC:
@@ -178,8 +171,6 @@ def _sqlite_utc_text(value: datetime | None) -> str | None:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
-_second_text: dict[int, str] = {}  # seconds since the epoch: "YYYY-MM-DD HH:MM:SS"
 _MILLIS_TEXT = [f".{millis:03d}" for millis in range(1000)]  # a format spec costs more
 _MICROS_TEXT = [f"{micros:03d}" for micros in range(1000)]
 

@@ -227,25 +227,10 @@ class KeyStore:
 
     async def revoke(self, key_id: str) -> KeyRecord:
         """Mark a key revoked (idempotent); every process stops accepting it within ~1 s."""
-        now = datetime.now(UTC)
-        async with self._db.begin(immediate=True) as conn:
-            row = (
-                await conn.execute(
-                    sa.select(api_keys.c.sha256, api_keys.c.revoked_at).where(
-                        api_keys.c.id == key_id
-                    )
-                )
-            ).first()
-            if row is None:
-                raise KeyNotFound(f"no API key with id {key_id!r}")
-            if row.revoked_at is None:
-                await conn.execute(
-                    api_keys.update()
-                    .where(api_keys.c.id == key_id)
-                    .values(revoked_at=now, updated_at=self._now_expr(now))
-                )
-        self._forget(row.sha256)
-        return await self.get(key_id)
+        records = await self._revoke_where(api_keys.c.id == key_id)
+        if not records:
+            raise KeyNotFound(f"no API key with id {key_id!r}")
+        return records[0]
 
     async def revoke_user(self, user: str, workspace: str | None = None) -> list[KeyRecord]:
         """Revoke every key of `user` not revoked yet (in `workspace` only, when given), newest
@@ -267,14 +252,14 @@ class KeyStore:
         The value is only hashed: it is not kept, logged or repeated in an error."""
         if not isinstance(key, str) or not key.strip():
             raise InvalidRecord("key must not be empty")
-        query = sa.select(api_keys.c.id).where(api_keys.c.sha256 == hash_key(key.strip()))
-        async with self._db.connect() as conn:
-            key_id = (await conn.execute(query)).scalar()
-        if key_id is None:
+        records = await self._revoke_where(api_keys.c.sha256 == hash_key(key.strip()))
+        if not records:
             raise KeyNotFound("no API key matches the given key")
-        return await self.revoke(key_id)
+        return records[0]
 
     async def _revoke_where(self, condition: Any) -> list[KeyRecord]:
+        """Revoke the keys `condition` selects (those revoked already keep their time), forget
+        them in this process at once; their records, newest first."""
         now = datetime.now(UTC)
         async with self._db.begin(immediate=True) as conn:
             rows = (

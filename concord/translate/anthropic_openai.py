@@ -69,6 +69,11 @@ def anthropic_message_id(openai_id: str | None) -> str:
     return "msg_" + (openai_id or uuid.uuid4().hex)
 
 
+def new_tool_use_id() -> str:
+    """An id for a `tool_use` block made here (an OpenAI call that had none)."""
+    return "toolu_" + uuid.uuid4().hex[:24]
+
+
 def openai_completion_id(anthropic_id: str | None) -> str:
     """`msg_abc` -> `chatcmpl-abc`."""
     if anthropic_id and anthropic_id.startswith("chatcmpl-"):
@@ -304,7 +309,7 @@ def _openai_messages_to_anthropic(messages: list[JSON]) -> tuple[str, list[JSON]
                 system.append(text)
             continue
         if role == "assistant":
-            function_id = "toolu_" + uuid.uuid4().hex[:24] if message.get("function_call") else None
+            function_id = new_tool_use_id() if message.get("function_call") else None
             blocks = _openai_assistant_blocks(message, function_id)
             converted = {"role": "assistant", "content": blocks}
         elif role == "function" and function_id is not None:  # legacy: answers that call
@@ -406,7 +411,7 @@ def _openai_assistant_blocks(message: JSON, function_id: str | None = None) -> l
         blocks.append(
             {
                 "type": "tool_use",
-                "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
+                "id": call.get("id") or new_tool_use_id(),
                 "name": function.get("name"),
                 "input": _parse_arguments(function.get("arguments")),
             }

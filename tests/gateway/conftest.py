@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import subprocess
 import textwrap
 import threading
 import time
@@ -91,6 +92,23 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[MakeGateway]:
 async def upstream() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream() as fake:
         yield fake
+
+
+def wait_ready(process: subprocess.Popen[Any], base: str, seconds: float = 20.0) -> None:
+    """Until `concord serve` at `base` answers /readyz with 200; fails with its output if it
+    exits or takes longer than `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(base + "/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            output = process.stderr.read() if process.stderr else ""
+            text = output.decode() if isinstance(output, bytes) else output
+            raise AssertionError(f"concord serve did not become ready:\n{text}")
+        time.sleep(0.1)
 
 
 def free_port() -> int:

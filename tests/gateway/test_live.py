@@ -6,16 +6,14 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anthropic
-import httpx
 import openai
 from aiohttp import web
 
 import concord
-from tests.gateway.conftest import CLIENT_KEY, MakeGateway, config_text, free_port
+from tests.gateway.conftest import CLIENT_KEY, MakeGateway, config_text, free_port, wait_ready
 
 
 class SlowStreamUpstream:
@@ -89,19 +87,6 @@ async def test_client_disconnect_closes_the_upstream_stream(make_gateway: MakeGa
         assert gw.recorder.records[-1].error_type == "client_disconnected"
 
 
-def wait_ready(base: str, process: subprocess.Popen[str] | subprocess.Popen[bytes], seconds: float):
-    """Until `concord serve` at `base` answers /readyz with 200; fails if it exits first."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if httpx.get(base + "/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and process.poll() is None, "concord serve not ready"
-        time.sleep(0.1)
-
-
 def test_concord_serve_subprocess_answers_both_sdks(tmp_path: Path):
     port = free_port()
     config = tmp_path / "concord.yaml"
@@ -134,7 +119,7 @@ def test_concord_serve_subprocess_answers_both_sdks(tmp_path: Path):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_ready(base, process, 20)
+        wait_ready(process, base)
         oai = openai.OpenAI(api_key=CLIENT_KEY, base_url=base + "/v1", max_retries=0)
         reply = oai.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "ping"}]
@@ -253,7 +238,7 @@ def test_concord_serve_reload_serves_and_watches_its_own_code(tmp_path: Path):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_ready(base, process, 30)
+        wait_ready(process, base, 30)
         oai = openai.OpenAI(api_key=CLIENT_KEY, base_url=base + "/v1", max_retries=0)
         reply = oai.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "ping"}]

@@ -6,17 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 import redis
 
-from tests.gateway.conftest import CLIENT_KEY, free_port
+from tests.gateway.conftest import CLIENT_KEY, free_port, wait_ready
 from tests.guards.conftest import guards_config
 
 BODY = """
@@ -35,20 +33,6 @@ def serve(config: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-
-
-def wait_ready(process: subprocess.Popen[bytes], base: str) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(base + "/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            raise AssertionError(f"concord serve did not become ready:\n{stderr}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
