@@ -19,7 +19,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from concord.engine.graph import Attempt, Decision, Endpoint, RequestContext, RetryPolicy
+from concord.engine.graph import (
+    Attempt,
+    CatalogModel,
+    Decision,
+    Endpoint,
+    RequestContext,
+    RetryPolicy,
+)
 from concord.gateway.bridge import Bridge, bridge_for
 from concord.gateway.errors import GatewayError, UpstreamFailed
 from concord.gateway.overflow import summarize, truncate
@@ -72,6 +79,24 @@ class NullObserver:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Overhead:
+    """A call made on the way to an answer (a context-overflow summary): it was paid for upstream
+    whatever came of the request, at the price of the catalog model that made it."""
+
+    model: str
+    usage: Usage
+
+    def cost(self, models: Mapping[str, CatalogModel]) -> float:
+        """USD at `model`'s catalog price; 0 when the model has no price."""
+        catalog = models.get(self.model)
+        price = catalog.price if catalog is not None else None
+        if price is None:
+            return 0.0
+        used = self.usage
+        return price.cost(used.input_tokens, used.output_tokens, used.cached_tokens)
+
+
 @dataclass(slots=True)
 class Job:
     """What one request asks of the attempt loop."""
@@ -82,6 +107,9 @@ class Job:
     decision: Decision
     deadline: float  # time.monotonic() by which everything must be done
     stream: bool = False
+    # calls made on the way that used tokens (context-overflow summaries): paid for upstream
+    # however the request ends, answered, failed or abandoned by its client
+    spent: list[Overhead] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -94,20 +122,6 @@ class Served:
     stream: UpstreamStream | None = None
     calls: int = 0
     trail: list[str] = field(default_factory=list)
-    # what calls made for the answer on the way used (a context-overflow summary), which the
-    # request pays for besides the answer's own usage
-    overhead: Usage | None = None
-
-    def usage(self, answered: Usage) -> Usage:
-        """The request's whole usage: the answer's plus `overhead`."""
-        extra = self.overhead
-        if extra is None:
-            return answered
-        return Usage(
-            answered.input_tokens + extra.input_tokens,
-            answered.output_tokens + extra.output_tokens,
-            answered.cached_tokens + extra.cached_tokens,
-        )
 
 
 class AttemptsFailed(UpstreamFailed):
@@ -152,7 +166,7 @@ class AttemptRunner:
                 last = error
                 continue
             body = bridge.request(job.body, attempt.target.upstream_model)
-            outcome = await self._target(job, attempt, provider, bridge, body, trail)
+            outcome = await self._target(job, attempt, provider, bridge, body, trail, calls)
             calls += outcome.calls
             if outcome.served is not None:
                 outcome.served.calls = calls
@@ -171,8 +185,10 @@ class AttemptRunner:
         bridge: Bridge,
         body: JSON,
         trail: list[str],
+        earlier: int,
     ) -> _Outcome:
-        """Up to `attempt.tries` calls of one target."""
+        """Up to `attempt.tries` calls of one target, after `earlier` calls to others; a summary
+        call made joins `job.spent`."""
         target = attempt.target.id
         decision = job.decision
         breakers = self.runtime.breakers
@@ -206,7 +222,7 @@ class AttemptRunner:
                 smaller, used = await self._reshape(job, attempt, provider, bridge, body)
                 if used is not None:  # a summary call was made: counted and paid for
                     outcome.calls += 1
-                    outcome.overhead = used
+                    job.spent.append(Overhead(attempt.model, used))
                 if smaller is None:
                     outcome.skip_smaller = True
                     return outcome
@@ -219,7 +235,7 @@ class AttemptRunner:
                 trail.append(f"{target}: {_describe(error)}")
                 outcome.error = error
                 if isinstance(error, UpstreamStatusError) and error.status in CLIENT_ERRORS:
-                    raise _client_error(error, outcome.calls) from None
+                    raise _client_error(error, earlier + outcome.calls) from None
                 if not _retryable(error, decision.retry) or tries >= attempt.tries:
                     return outcome
                 delay = self._delay(decision.retry, tries, error.retry_after)
@@ -235,7 +251,7 @@ class AttemptRunner:
             seconds = time.monotonic() - started
             self.runtime.observe_latency(target, seconds * 1000)
             self.observer.called(attempt, seconds, None)
-            outcome.served = Served(attempt, bridge, response, stream, overhead=outcome.overhead)
+            outcome.served = Served(attempt, bridge, response, stream)
             return outcome
         return outcome
 
@@ -300,7 +316,21 @@ class _Outcome:
     error: Exception | None = None
     calls: int = 0
     skip_smaller: bool = False  # context overflow: move on to a larger window
-    overhead: Usage | None = None  # a context-overflow summary's usage
+
+
+def charged(
+    usage: Usage, cost: float, spent: list[Overhead], models: Mapping[str, CatalogModel]
+) -> tuple[Usage, float]:
+    """`usage` and `cost` with what `spent` used added, each call at its own model's price."""
+    for extra in spent:
+        used = extra.usage
+        usage = Usage(
+            usage.input_tokens + used.input_tokens,
+            usage.output_tokens + used.output_tokens,
+            usage.cached_tokens + used.cached_tokens,
+        )
+        cost += extra.cost(models)
+    return usage, cost
 
 
 def _retryable(error: UpstreamError, retry: RetryPolicy) -> bool:

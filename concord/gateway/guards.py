@@ -393,8 +393,9 @@ class StateGuards:
         admission.store = (self.cache.namespace + admission.cache_key, entry, admission.cache_ttl)
 
     def settle(self, admission: Admission, record: UsageRecord) -> None:
-        """Tokens to what the upstream used (none for a hit or a failure); budgets to the
-        record's cost, which is 0 unless an upstream answered (nothing lost, nothing charged).
+        """Tokens to what the upstream used (none for a hit); budgets to the record's cost: what
+        the upstream calls made for the request used, answered or not (a failed request costs 0
+        unless a context-overflow summary was made on the way).
         Handed to the backend without waiting: off the response path, yet applied before any
         later call of this process (so the next request sees it)."""
         tokens = 0 if record.cache_hit else max(record.input_tokens + record.output_tokens, 0)

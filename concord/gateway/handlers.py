@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from concord.deadlines import call_later
 from concord.engine.graph import Decision, Endpoint, Graph, RequestContext
-from concord.gateway.attempts import AttemptsFailed, Job, Served
+from concord.gateway.attempts import AttemptsFailed, Job, Overhead, Served, charged
 from concord.gateway.auth import Principal
 from concord.gateway.bridge import Relay
 from concord.gateway.cache_replay import replay_stream, with_model
@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("concord.gateway")
 
 
+_NOTHING_SPENT: list[Overhead] = []  # never appended to: a request the attempt loop never ran
+
+
 class Call:
     """What one request accumulated: for its headers and its usage record."""
 
@@ -74,6 +77,7 @@ class Call:
         "request_id",
         "response_body",
         "served",
+        "spent",
         "started",
         "wall",
         "wire",
@@ -90,6 +94,7 @@ class Call:
         self.ctx: RequestContext | None = None
         self.decision: Decision | None = None
         self.served: Served | None = None
+        self.spent: list[Overhead] = _NOTHING_SPENT  # the attempt loop's, once it runs
         self.downgraded: str | None = None
         self.admission: Admission | None = None
         self.calls = 0
@@ -149,6 +154,8 @@ class Call:
             price = catalog.price if catalog is not None else None
             if price is not None:
                 cost = price.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        if self.spent:  # summaries made on the way: paid for upstream however the request ended
+            usage, cost = charged(usage, cost, self.spent, self.graph.models)
         ctx = self.ctx
         return UsageRecord(
             request_id=self.request_id,
@@ -239,6 +246,7 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
             deadline=call.started + graph.server.request_timeout,
             stream=ctx.stream and endpoint != "embeddings",
         )
+        call.spent = job.spent
         served = call.served = await _unless_client_leaves(request, state.attempts.run(job))
         call.calls = served.calls
         if served.stream is not None:
@@ -333,7 +341,7 @@ async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
         state.guards.store(call.admission, content, usage, attempt.model, attempt.target.provider)
     if call.request_body is not None:
         call.response_body = content
-    _finish(state, call, call.record(200, served.usage(usage)))
+    _finish(state, call, call.record(200, usage))
     return JSONAnswer.raw(content, 200, call.raw_headers())
 
 
@@ -383,9 +391,8 @@ def _stream(
         try:
             if relay.collector is not None and stream.status == 200:
                 _store_stream(state, call, served, relay)
-            usage = served.usage(relay.usage)
             record = call.record(
-                stream.status, usage, error=stream.error, first_byte_at=stream.first_byte_at
+                stream.status, relay.usage, error=stream.error, first_byte_at=stream.first_byte_at
             )
             _finish(state, call, record)
         finally:
