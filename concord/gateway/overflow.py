@@ -45,37 +45,56 @@ def _budget(bridge: Bridge, body: JSON, window: int | None) -> int:
 def truncate(bridge: Bridge, body: JSON, window: int | None) -> JSON | None:
     """Drop the oldest non-system turns until the input is clearly smaller than the refused one
     (see `_budget`); None when nothing can go. The kept part opens with a plain user turn, the
-    last one at the latest, so no reply or tool result is left without what came before it."""
+    last one at the latest, so no reply or tool result is left without what came before it.
+    When only that question and what answers it are left (an agent loop's long chain of tool
+    calls), the oldest calls go next, each with its results: the latest one always stays."""
     messages = body.get("messages")
     if bridge.upstream not in ("chat", "messages") or not isinstance(messages, list):
         return None
     budget = _budget(bridge, body, window)
     kept = list(messages)
-    # turns from the last plain user turn on stay: the question and what answers to it
+    # turns from the last plain user turn on stay first: the question and what answers to it
     last_open = next((i for i in reversed(range(len(kept))) if _plain_user(kept[i])), None)
     if last_open is None:
         return None
-    dropped = False
+    kind = _kind(bridge)
     out = dict(body)
-    while True:
-        out["messages"] = kept
-        if estimate(_kind(bridge), out) <= budget:
+    out["messages"] = kept
+    dropped = False
+    while estimate(kind, out) > budget:
+        if _first_turn(kept) < last_open:
+            last_open -= _drop_oldest_turn(kept, last_open)
+        elif not _drop_oldest_exchange(kept, last_open):
             break
-        turns = [i for i, m in enumerate(kept) if m.get("role") not in _SYSTEM_ROLES]
-        if turns[0] >= last_open:
-            break
-        del kept[turns[0]]
-        last_open -= 1
         dropped = True
-        # A conversation must open with a user turn: drop orphaned replies and tool results.
-        while True:
-            first = next(i for i, m in enumerate(kept) if m.get("role") not in _SYSTEM_ROLES)
-            if first < last_open and not _plain_user(kept[first]):
-                del kept[first]
-                last_open -= 1
-            else:
-                break
     return out if dropped else None
+
+
+def _first_turn(messages: list[JSON]) -> int:
+    return next(i for i, m in enumerate(messages) if m.get("role") not in _SYSTEM_ROLES)
+
+
+def _drop_oldest_turn(kept: list[JSON], last_open: int) -> int:
+    """Drop the oldest turn before `last_open`, and the replies and tool results it leaves
+    orphaned (a conversation must open with a user turn); returns how many went."""
+    del kept[_first_turn(kept)]
+    count = 1
+    while True:
+        first = _first_turn(kept)
+        if first >= last_open - count or _plain_user(kept[first]):
+            return count
+        del kept[first]
+        count += 1
+
+
+def _drop_oldest_exchange(kept: list[JSON], last_open: int) -> bool:
+    """Drop the first assistant turn after the question at `last_open` with what follows it up
+    to the next assistant turn (its tool results); False when only the latest is left."""
+    starts = [i for i in range(last_open + 1, len(kept)) if kept[i].get("role") == "assistant"]
+    if len(starts) < 2:
+        return False
+    del kept[starts[0] : starts[1]]
+    return True
 
 
 def _plain_user(message: JSON) -> bool:

@@ -54,7 +54,37 @@ def test_truncate_never_opens_an_anthropic_conversation_with_a_tool_result() -> 
     assert out is not None
     first = out["messages"][0]
     assert first == {"role": "user", "content": [{"type": "text", "text": "use the tool"}]}
-    assert len(out["messages"]) == 5  # the question, then both call-and-result pairs
+    # still too long with both calls: the older call goes with its result, the latest stays
+    assert [m["role"] for m in out["messages"]] == ["user", "assistant", "user"]
+    assert out["messages"][1]["content"][0]["id"] == "toolu_10"
+    assert out["messages"][2]["content"][0]["tool_use_id"] == "toolu_10"
+
+
+def test_truncate_shortens_an_agent_loop_by_its_oldest_calls() -> None:
+    """One question, then a long chain of calls: the oldest calls go, each with every result
+    it had, until the input fits; the question and the latest calls stay."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "find it"},
+    ]
+    for n in range(8):
+        function = {"name": "f", "arguments": "{}"}
+        calls = [{"id": f"call_{n}_{k}", "type": "function", "function": function} for k in (0, 1)]
+        messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+        messages += [
+            {"role": "tool", "tool_call_id": call["id"], "content": f"result {n} " + LONG[:1200]}
+            for call in calls
+        ]
+    out = truncate(CHAT, {"model": "m", "messages": messages}, 2000)
+    assert out is not None
+    kept = out["messages"]
+    assert kept[:2] == messages[:2]
+    assert kept[-3:] == messages[-3:]  # the latest call and both its results
+    assert 3 + 2 <= len(kept) < len(messages)
+    answered = {m["tool_call_id"] for m in kept if m["role"] == "tool"}
+    asked = {c["id"] for m in kept if m["role"] == "assistant" for c in m["tool_calls"]}
+    assert answered == asked  # no result without its call, no call without its results
+    assert kept[2]["role"] == "assistant"
 
 
 class Summarizer:
