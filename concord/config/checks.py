@@ -27,7 +27,15 @@ from concord.config.errors import (
     dotted,
     sort_diagnostics,
 )
-from concord.config.model import BudgetSpec, Config, ModelConfig, Route, TargetSpec
+from concord.config.model import (
+    DATABASE_URL_PATTERN,
+    STATE_URL_PATTERN,
+    BudgetSpec,
+    Config,
+    ModelConfig,
+    Route,
+    TargetSpec,
+)
 from concord.config.values import format_duration
 from concord.engine.match import SECRET_HEADERS, glob_regex
 
@@ -647,8 +655,8 @@ def check_downgrades(r: _Report) -> None:
 # --- 15, 16. storage and providers ---------------------------------------------------------------
 
 # The forms state/backend.py and records/db.py accept, so validate and serve agree (STYLE 12).
-_STATE_URL = re.compile(r"^(redis|rediss|unix)://", re.IGNORECASE)
-_DATABASE_URL = re.compile(r"^(sqlite(\+\w+)?://(/.*)?|postgres(ql)?(\+\w+)?://.+)$")
+_STATE_URL = re.compile(STATE_URL_PATTERN, re.IGNORECASE)
+_DATABASE_URL = re.compile(DATABASE_URL_PATTERN)
 _USERINFO = re.compile(r"(//)[^/@]*@")
 
 

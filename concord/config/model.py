@@ -9,11 +9,56 @@ cannot drift.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from concord.config.values import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
+
+# Rules a later stage enforces in its own words: pydantic, config/checks.py or the `when`
+# compiler. The printed schema states them too, so editors and CI reject what `concord validate`
+# rejects; the schema layer of `load()` drops them (config/schema.py), so validate keeps those
+# stages' messages and still lists every problem in one run.
+SEMANTIC = "concord:semantic"
+
+
+def semantic(*rules: dict[str, Any]) -> dict[str, Any]:
+    """Schema keywords that add `rules` as `allOf` entries marked SEMANTIC."""
+    return {"allOf": [{"$comment": SEMANTIC, **rule} for rule in rules]}
+
+
+def _written(types: dict[str, str]) -> dict[str, Any]:
+    """Each key present and not null: `use: null` is the same as no `use` to the model."""
+    return {"required": list(types), "properties": {k: {"type": t} for k, t in types.items()}}
+
+
+# Characters re.IGNORECASE folds onto an ASCII letter besides its two cases.
+_CASE_FOLDS = {"i": "\u0130\u0131", "k": "\u212a", "s": "\u017f"}
+
+
+def _ignoring_case(pattern: str) -> str:
+    """A pattern of plain letters and punctuation as re.IGNORECASE reads it: JSON Schema
+    patterns take no flags."""
+    return "".join(
+        f"[{c.upper()}{c.lower()}{_CASE_FOLDS.get(c.lower(), '')}]"
+        if c.isascii() and c.isalpha()
+        else c
+        for c in pattern
+    )
+
+
+REQUESTED = "$requested"  # SPEC §2.4.2: only a route's `use` may name it
+ROUTING_OWNED_PARAMS = ("model", "stream")  # SPEC §2.4.2: `params.set` may not force these
+# SPEC §2.3: `provider/upstream-model`; the model part may itself contain `/`.
+TARGET_PATTERN = r"^[^/]+/[\s\S]"
+# SPEC §1: the forms state/backend.py and records/db.py accept; the scheme of a state URL is
+# matched ignoring case.
+STATE_URL_PATTERN = r"^(redis|rediss|unix)://"
+DATABASE_URL_PATTERN = r"^(sqlite(\+\w+)?://(/.*)?|postgres(ql)?(\+\w+)?://.+)$"
+# `${VAR}` as an editor sees it, before expansion: the shipped configs template storage URLs.
+ENV_REFERENCE = r"\$\{"
+# A superset of the strings pydantic reads as a datetime: ISO 8601, or Unix time in digits.
+DATETIME_PATTERN = r"^(\d{4}-\d{2}-\d{2}([Tt_ ].+)?|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)$"
 
 Duration = Annotated[
     float,
@@ -28,6 +73,10 @@ Duration = Annotated[
         }
     ),
 ]
+# A duration above zero: a number, or text with a non-zero digit.
+_POSITIVE_DURATION = {
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": "[1-9]"}]
+}
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
@@ -43,71 +92,130 @@ Size = Annotated[
 ]
 Money = Annotated[float, Field(ge=0, description="US dollars.")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-
-_SCALAR = {"type": ["string", "number", "boolean", "null"]}
-_MATCH_VALUE = {
-    "description": "A scalar (equality; strings may use * globs), a list (any of), "
-    "or a map of operators.",
-    "anyOf": [
-        _SCALAR,
-        {"type": "array", "items": _SCALAR},
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "minProperties": 1,
-            "properties": {
-                "eq": _SCALAR,
-                "ne": _SCALAR,
-                "in": {"type": "array", "items": _SCALAR},
-                "not_in": {"type": "array", "items": _SCALAR},
-                "gt": {"type": "number"},
-                "gte": {"type": "number"},
-                "lt": {"type": "number"},
-                "lte": {"type": "number"},
-                "regex": {"type": "string"},
-                "exists": {"type": "boolean"},
-            },
-        },
-    ],
-}
-WHEN_FIELDS = (
-    "endpoint",
-    "model",
-    "workspace",
-    "key",
-    "user",
-    "tags",
-    "input_tokens",
-    "max_tokens",
-    "temperature",
-    "stream",
-    "tools",
-    "images",
-    "budget_used",
-)
-WHEN_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "Match conditions (SPEC §2.4.1). Keys are ANDed.",
-    "additionalProperties": False,
-    "properties": {
-        **{name: {"$ref": "#/$defs/MatchValue"} for name in WHEN_FIELDS},
-        "all": {"type": "array", "items": {"$ref": "#/$defs/When"}},
-        "any": {"type": "array", "items": {"$ref": "#/$defs/When"}},
-        "not": {"$ref": "#/$defs/When"},
-    },
-    "patternProperties": {
-        r"^header\.[A-Za-z0-9_-]+$": {"$ref": "#/$defs/MatchValue"},
-        r"^metadata\.[A-Za-z0-9_.-]+$": {"$ref": "#/$defs/MatchValue"},
-    },
-}
-_WHEN_PLACEHOLDER = "concord:when"
-When = Annotated[dict[str, Any], WithJsonSchema({"$comment": _WHEN_PLACEHOLDER})]
-SCHEMA_EXTRA_DEFS: dict[str, Any] = {"When": WHEN_SCHEMA, "MatchValue": _MATCH_VALUE}
+Target = Annotated[str, WithJsonSchema({"type": "string", **semantic({"pattern": TARGET_PATTERN})})]
+# A catalog model named where `$requested` means nothing (fallbacks, downgrades, expectations).
+ModelRef = Annotated[
+    str, WithJsonSchema({"type": "string", **semantic({"not": {"const": REQUESTED}})})
+]
 
 Endpoint = Literal["chat", "completions", "embeddings", "messages"]
 Period = Literal["day", "week", "month"]
 OnExceed = Literal["block", "downgrade"]
 Scope = Literal["key", "workspace", "user", "global"]
+ENDPOINTS = get_args(Endpoint)
+
+_SCALAR = {"type": ["string", "number", "boolean", "null"]}
+_NOT_TEXT = {"type": ["number", "boolean", "null"]}
+# config/checks.py: a glob is not empty and its brackets pair up, never nested.
+_GLOB = {"type": "string", "minLength": 1, "pattern": r"^[^\[\]]*(\[[^\[\]]*\][^\[\]]*)*$"}
+
+
+def _globs_of(word: str) -> str:
+    """A regex of the globs that may match `word`: a prefix of it, `*`, its letters and stars, a
+    suffix of it. Looser than matching (letter order is not checked), never stricter."""
+    prefix = "".join(f"({c}" for c in word) + ")?" * len(word)
+    suffix = "(" * len(word) + "".join(f"{c})?" for c in word)
+    return f"{prefix}\\*[{''.join(sorted(set(word)))}*]*{suffix}"
+
+
+# An endpoint name, or a glob that may match one (config/checks.py reports the rest).
+_ENDPOINT_TEXT = {
+    "anyOf": [
+        {"enum": list(ENDPOINTS)},
+        {"type": "string", "pattern": "^(" + "|".join(map(_globs_of, ENDPOINTS)) + ")$"},
+    ]
+}
+_COMPARISONS = ("gt", "gte", "lt", "lte")
+
+
+def _match_value(scalar: dict[str, Any], comparisons: bool = True) -> dict[str, Any]:
+    """SPEC §2.4.1 value forms over `scalar`: one, a list (any of), or a map of operators."""
+    listed = {"type": "array", "items": scalar}
+    operators: dict[str, Any] = {"eq": scalar, "ne": scalar, "in": listed, "not_in": listed}
+    if comparisons:
+        operators.update({op: {"type": "number"} for op in _COMPARISONS})
+    operators.update({"regex": {"type": "string"}, "exists": {"type": "boolean"}})
+    operator_map = {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": operators,
+    }
+    return {"anyOf": [scalar, listed, operator_map]}
+
+
+_MATCH_VALUE = {
+    "description": "A scalar (equality; strings may use * globs), a list (any of), "
+    "or a map of operators.",
+    **_match_value(_SCALAR),
+}
+# What config/checks.py accepts per kind of field (SPEC §2.4.1): numbers compare only with
+# numbers, flags with true/false, and text is a glob; null stands for an absent parameter.
+STRING_FIELDS = ("endpoint", "model", "workspace", "key", "user", "tags")
+NUMERIC_FIELDS = ("input_tokens", "max_tokens", "temperature", "budget_used")
+BOOLEAN_FIELDS = ("stream", "tools", "images")
+_KIND_DEFS: dict[str, Any] = {
+    "EndpointMatch": _match_value({"anyOf": [_ENDPOINT_TEXT, _NOT_TEXT]}, comparisons=False),
+    "StringMatch": _match_value({"anyOf": [_GLOB, _NOT_TEXT]}, comparisons=False),
+    "NumericMatch": _match_value({"type": ["number", "null"]}),
+    "BooleanMatch": _match_value({"type": ["boolean", "null"]}, comparisons=False),
+    "AnyMatch": _match_value({"anyOf": [_GLOB, _NOT_TEXT]}),
+}
+_FIELD_KINDS = {
+    **{name: "StringMatch" for name in STRING_FIELDS},
+    "endpoint": "EndpointMatch",
+    **{name: "NumericMatch" for name in NUMERIC_FIELDS},
+    **{name: "BooleanMatch" for name in BOOLEAN_FIELDS},
+}
+WHEN_FIELDS = tuple(_FIELD_KINDS)
+
+
+def _match_field(kind: str) -> dict[str, Any]:
+    return {"$ref": "#/$defs/MatchValue", **semantic({"$ref": f"#/$defs/{kind}"})}
+
+
+WHEN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Match conditions (SPEC §2.4.1). Keys are ANDed.",
+    "additionalProperties": False,
+    "properties": {
+        **{name: _match_field(kind) for name, kind in _FIELD_KINDS.items()},
+        "all": {"type": "array", "items": {"$ref": "#/$defs/When"}},
+        "any": {"type": "array", "items": {"$ref": "#/$defs/When"}},
+        "not": {"$ref": "#/$defs/When"},
+    },
+    "patternProperties": {
+        r"^header\.[A-Za-z0-9_-]+$": _match_field("AnyMatch"),
+        r"^metadata\.[A-Za-z0-9_.-]+$": _match_field("AnyMatch"),
+    },
+}
+# The `when` compiler: `all`/`any` list at least one condition, and a nested condition is never
+# `{}`. Only where a `when` is always compiled: a disabled cache's `when` never is.
+_NESTED = {"minProperties": 1, "$ref": "#/$defs/WhenGroups"}
+_WHEN_GROUPS = {
+    "properties": {
+        "all": {"minItems": 1, "items": _NESTED},
+        "any": {"minItems": 1, "items": _NESTED},
+        "not": _NESTED,
+    }
+}
+_WHEN_PLACEHOLDER = "concord:when"
+_LATE_REF = "concord:ref"  # a `$ref` to a definition added after pydantic's generation
+COMPILED_WHEN = semantic({_LATE_REF: "#/$defs/WhenGroups"})
+When = Annotated[dict[str, Any], WithJsonSchema({"$comment": _WHEN_PLACEHOLDER})]
+SCHEMA_EXTRA_DEFS: dict[str, Any] = {
+    "When": WHEN_SCHEMA,
+    "MatchValue": _MATCH_VALUE,
+    "WhenGroups": _WHEN_GROUPS,
+    **_KIND_DEFS,
+}
+# SPEC §2.6: `on_exceed: downgrade` continues on `downgrade_to`, so it needs one.
+_DOWNGRADE_NEEDS_MODEL = semantic(
+    {
+        "if": {"required": ["on_exceed"], "properties": {"on_exceed": {"const": "downgrade"}}},
+        "then": _written({"downgrade_to": "string"}),
+    }
+)
 
 
 class Stored(BaseModel):
@@ -147,10 +255,25 @@ class ServerConfig(Stored):
 
 
 class StorageConfig(Stored):
-    state: str = Field(default="memory", description="`memory` or a redis:// URL.")
+    state: str = Field(
+        default="memory",
+        description="`memory` or a redis:// URL.",
+        json_schema_extra=semantic(
+            {
+                "anyOf": [
+                    {"const": "memory"},
+                    {"pattern": _ignoring_case(STATE_URL_PATTERN)},
+                    {"pattern": ENV_REFERENCE},
+                ]
+            }
+        ),
+    )
     database: str = Field(
         default="sqlite:///concord.db",
         description="sqlite:///path (relative to the config file) or a postgresql:// URL.",
+        json_schema_extra=semantic(
+            {"anyOf": [{"pattern": DATABASE_URL_PATTERN}, {"pattern": ENV_REFERENCE}]}
+        ),
     )
     state_failure: Literal["open", "closed"] = Field(
         default="open",
@@ -168,7 +291,9 @@ class DeclaredKey(Stored):
     user: str | None = None
     tags: list[str] = []
     expires: datetime | None = Field(
-        default=None, description="ISO 8601 date-time after which the key is refused."
+        default=None,
+        description="ISO 8601 date-time after which the key is refused.",
+        json_schema_extra=semantic({"pattern": DATETIME_PATTERN}),
     )
 
 
@@ -186,10 +311,12 @@ class AuthConfig(Stored):
 
 
 class BudgetSpec(Stored):
+    model_config = ConfigDict(json_schema_extra=_DOWNGRADE_NEEDS_MODEL)
+
     limit_usd: Money
     period: Period = "month"
     on_exceed: OnExceed = "block"
-    downgrade_to: str | None = None
+    downgrade_to: ModelRef | None = None
 
 
 class WorkspaceConfig(Stored):
@@ -205,12 +332,32 @@ class WorkspaceConfig(Stored):
 class ProbeSpec(Stored):
     """SPEC §5: an optional background health check of one provider."""
 
-    interval: Duration = Field(default=30.0, gt=0, description="Time between two probes.")
+    interval: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="Time between two probes.",
+        json_schema_extra=semantic(_POSITIVE_DURATION),
+    )
     model: str = Field(description="The upstream model the probe asks (a one-token request).")
-    timeout: Duration = Field(default=5.0, gt=0, description="How long one probe may take.")
+    timeout: Duration = Field(
+        default=5.0,
+        gt=0,
+        description="How long one probe may take.",
+        json_schema_extra=semantic(_POSITIVE_DURATION),
+    )
 
 
 class ProviderConfig(Stored):
+    # config/checks.py: Azure needs its endpoint and API version.
+    model_config = ConfigDict(
+        json_schema_extra=semantic(
+            {
+                "if": {"required": ["type"], "properties": {"type": {"const": "azure"}}},
+                "then": _written({"base_url": "string", "api_version": "string"}),
+            }
+        )
+    )
+
     type: Literal["openai", "azure", "anthropic", "mock"] = Field(
         description="The adapter: any OpenAI-compatible API, Azure, Anthropic, or mock."
     )
@@ -248,16 +395,16 @@ class Price(Stored):
 
 
 class TargetSpec(Stored):
-    target: str = Field(description="provider/upstream-model")
+    target: Target = Field(description="provider/upstream-model")
     weight: float = Field(default=1.0, gt=0)
 
 
 class ModelConfig(Stored):
-    targets: list[str | TargetSpec] = Field(
+    targets: list[Target | TargetSpec] = Field(
         min_length=1, description="`provider/upstream-model`, in priority order."
     )
     balance: Literal["priority", "weighted", "round_robin", "least_latency"] = "priority"
-    fallbacks: list[str] = Field(
+    fallbacks: list[ModelRef] = Field(
         default=[], description="Models tried in order once every target of this one failed."
     )
     price: Price | None = Field(
@@ -330,7 +477,8 @@ class Defaults(Stored):
         description=(
             "When an upstream says the request is too long: `fallback` moves to the next model "
             "with a larger `context_window`; `truncate` drops the oldest turns (keeping system "
-            "prompts and the last question with its tool calls) and retries once; `summarize` "
+            "prompts and the last question; of an agent loop's tool calls after it, the oldest "
+            "go first, each with its results) and retries once; `summarize` "
             "has the same target condense the older turns, then retries, truncating if that "
             "fails. See docs/http.md."
         ),
@@ -339,15 +487,31 @@ class Defaults(Stored):
 
 
 class ParamsSpec(Stored):
-    set: dict[str, Any] = {}
+    set: dict[str, Any] = Field(
+        default={},
+        json_schema_extra=semantic(
+            {"propertyNames": {"not": {"enum": list(ROUTING_OWNED_PARAMS)}}}
+        ),
+    )
     max: dict[str, float] = {}
 
 
 class Route(Stored):
+    # SPEC §2.4.2: a route uses a model or rejects, never both, never neither.
+    model_config = ConfigDict(
+        json_schema_extra=semantic(
+            {"oneOf": [_written({"use": "string"}), _written({"reject": "object"})]}
+        )
+    )
+
     name: Name
-    when: When | None = Field(default=None, description="Conditions; absent matches everything.")
+    when: When | None = Field(
+        default=None,
+        description="Conditions; absent matches everything.",
+        json_schema_extra=COMPILED_WHEN,
+    )
     use: str | None = Field(default=None, description="A catalog model or $requested.")
-    fallbacks: list[str] = []
+    fallbacks: list[ModelRef] = []
     reject: RejectSpec | None = Field(
         default=None, description="Answer with this status instead of calling a model."
     )
@@ -369,21 +533,30 @@ class Route(Stored):
 
 
 class BudgetRule(Stored):
+    model_config = ConfigDict(json_schema_extra=_DOWNGRADE_NEEDS_MODEL)
+
     name: Name
     scope: Scope = "workspace"
     limit_usd: Money
     period: Period = "month"
     on_exceed: OnExceed = "block"
-    downgrade_to: str | None = None
-    when: When | None = None
+    downgrade_to: ModelRef | None = None
+    when: When | None = Field(default=None, json_schema_extra=COMPILED_WHEN)
 
 
 class RateLimit(Stored):
+    # SPEC §2.7: a rate limit limits requests, tokens or both.
+    model_config = ConfigDict(
+        json_schema_extra=semantic(
+            {"anyOf": [_written({"rpm": "integer"}), _written({"tpm": "integer"})]}
+        )
+    )
+
     name: Name
     per: Scope = "key"
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
-    when: When | None = None
+    when: When | None = Field(default=None, json_schema_extra=COMPILED_WHEN)
 
 
 class TestRequest(Stored):
@@ -406,8 +579,8 @@ class TestRequest(Stored):
 
 class TestExpect(Stored):
     route: str | None = None
-    model: str | None = None
-    attempts: list[str] | None = None
+    model: ModelRef | None = None
+    attempts: list[Target] | None = None
     reject: int | bool | None = Field(
         default=None, description="true, or the expected rejection status."
     )
@@ -430,6 +603,7 @@ class Config(Stored):
     include: list[str] = Field(
         default=[],
         description="Globs of files merged into this one, relative to it, in sorted order (§2.9).",
+        json_schema_extra=semantic({"items": {"minLength": 1}}),
     )
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
@@ -469,11 +643,12 @@ def json_schema() -> dict[str, Any]:
 
 
 def _link_when(node: Any) -> Any:
-    """Point every `when` placeholder at the shared When definition (pydantic cannot)."""
+    """Point every `when` placeholder and late reference at its definition (pydantic cannot:
+    it resolves `$ref` only to its own models)."""
     if isinstance(node, dict):
         if node.get("$comment") == _WHEN_PLACEHOLDER:
             return {"$ref": "#/$defs/When"}
-        return {key: _link_when(value) for key, value in node.items()}
+        return {"$ref" if k == _LATE_REF else k: _link_when(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_link_when(item) for item in node]
     return node

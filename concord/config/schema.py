@@ -7,6 +7,7 @@ was evidently aiming at is reported instead of "not valid under any of the given
 Values under secret paths (SPEC §2.1) are described by their type, never printed.
 
 The same schema, serialised by `schema_text()`, is the checked-in `schemas/concord.schema.json`.
+Its rules marked `SEMANTIC` are left out here: the later stages report them in their own words.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from concord.config.errors import Diagnostic, did_you_mean, dotted
-from concord.config.model import json_schema
+from concord.config.model import SEMANTIC, json_schema
 from concord.config.source import Source, TreePath, is_secret_path
 from concord.config.values import DURATION_PATTERN, SIZE_PATTERN
 
@@ -71,7 +72,29 @@ def validator() -> Draft202012Validator:
         schema = json.loads(PACKAGED_SCHEMA.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         schema = json_schema()
-    return Draft202012Validator(schema)
+    return Draft202012Validator(without_semantic_rules(schema))
+
+
+def without_semantic_rules(node: Any) -> Any:
+    """`node` without its `allOf` entries marked SEMANTIC.
+
+    pydantic, config/checks.py or the `when` compiler reports each of those rules with a message
+    and hint of its own, and only runs once the schema passes: left in, they would replace those
+    messages and hide every other problem of the file behind the first one.
+    """
+    if isinstance(node, list):
+        return [without_semantic_rules(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: without_semantic_rules(value) for key, value in node.items() if key != "allOf"}
+    kept = [rule for rule in node.get("allOf", ()) if not _is_semantic(rule)]
+    if kept:
+        out["allOf"] = without_semantic_rules(kept)
+    return out
+
+
+def _is_semantic(rule: Any) -> bool:
+    return isinstance(rule, dict) and rule.get("$comment") == SEMANTIC
 
 
 def schema_diagnostics(source: Source) -> list[Diagnostic]:
