@@ -15,15 +15,20 @@ usage goes to the journal, `/readyz` reports the database down, and a background
 every `retry_interval` until it can finish the start-up steps; the writer then replays the journal.
 
 The journal is a directory of JSON-lines files holding records the database did not take yet:
-`<database file>.usage-journal/` for a SQLite file, `<config dir>/.concord-journal/` otherwise
-(PostgreSQL, in-memory SQLite). Processes on one host may share it.
+`$CONCORD_JOURNAL_DIR` when set, else `<database file>.usage-journal/` for a SQLite file, else
+`<config dir>/.concord-journal/` (PostgreSQL, in-memory SQLite), or, when the config directory is
+read-only (a mounted ConfigMap), a directory under the system's temporary directory named after
+it. Processes on one host may share it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,13 +66,35 @@ RETRY_INTERVAL = 1.0  # seconds between attempts to reach a database that was do
 WORKSPACES_REFRESH = 5.0  # seconds between reloads of database workspaces (tags, budgets)
 
 
-def journal_dir(database_url: str, base_dir: Path) -> Path:
+JOURNAL_ENV = "CONCORD_JOURNAL_DIR"
+
+
+def journal_dir(database_url: str, base_dir: Path, env: Mapping[str, str] = os.environ) -> Path:
     """Where unwritten usage records wait (see the module docstring)."""
+    chosen = env.get(JOURNAL_ENV)
+    if chosen:
+        return Path(chosen).expanduser().absolute()
     resolved = resolve_url(database_url, base_dir=base_dir)
     if resolved.dialect == "sqlite" and not resolved.memory and resolved.url.database:
         path = Path(resolved.url.database)
         return path.with_name(path.name + ".usage-journal")
-    return base_dir / JOURNAL_DIRNAME
+    beside = base_dir / JOURNAL_DIRNAME
+    if _writable(beside) or (not beside.exists() and _writable(base_dir)):
+        return beside
+    # a read-only config directory: records kept on this host, one directory per config place
+    digest = hashlib.sha256(str(base_dir).encode()).hexdigest()[:12]
+    fallback = Path(tempfile.gettempdir()) / f"concord-journal-{digest}"
+    log.warning(
+        "%s is read-only: the usage journal goes to %s (set %s to choose)",
+        base_dir,
+        fallback,
+        JOURNAL_ENV,
+    )
+    return fallback
+
+
+def _writable(directory: Path) -> bool:
+    return directory.is_dir() and os.access(directory, os.W_OK | os.X_OK)
 
 
 class Records:
