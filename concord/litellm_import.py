@@ -7,6 +7,9 @@ What is translated:
                                             anthropic/..., OpenAI-compatible prefixes (groq...)
     litellm_params.api_key / api_base /     a provider per distinct (type, base, key, version);
       api_version                           `os.environ/VAR` becomes `${VAR}`
+    litellm_settings.api_version, then      api_version of an azure deployment without one
+      AZURE_API_VERSION in                  (LiteLLM's order); else `${AZURE_API_VERSION}`,
+      environment_variables                 named in a comment
     litellm_params.weight                   target weight (with a weighted balance only)
     *_cost_per_token, max_input_tokens      price (USD per 1M tokens), context_window
     router_settings.routing_strategy        balance (simple-shuffle → weighted, latency-based →
@@ -23,7 +26,8 @@ What is translated:
     general_settings.database_url           storage.database
 
 Anything else is listed as a YAML comment at the top of the output. A key written inline in the
-LiteLLM file is never copied: the output names an environment variable to put it in instead.
+LiteLLM file is never copied: its provider gets a variable of its own, `${<PROVIDER>_API_KEY}`, so
+a key meant for one endpoint is never sent to another, and the comment names it with its provider.
 """
 
 from __future__ import annotations
@@ -68,6 +72,18 @@ BALANCE = {
     "usage-based-routing-v2": "round_robin",
 }
 KNOWN_SECTIONS = ("model_list", "router_settings", "litellm_settings", "general_settings")
+# the variable LiteLLM reads an Azure API version from when the config names none
+AZURE_VERSION_VARIABLE = "AZURE_API_VERSION"
+AZURE_VERSION_PLACEHOLDER = "${" + AZURE_VERSION_VARIABLE + "}"
+# variables the output may name for values it does not copy
+OWN_VARIABLES = ("CONCORD_ADMIN_KEY", "DATABASE_URL", "REDIS_PASSWORD", AZURE_VERSION_VARIABLE)
+
+
+@dataclass(frozen=True)
+class _InlineKey:
+    """An api_key written in the LiteLLM file: compared by value, never shown (repr hides it)."""
+
+    value: str = field(repr=False)
 
 
 @dataclass
@@ -75,8 +91,9 @@ class _Provider:
     name: str
     type: str
     base_url: str | None
-    api_key: str | None
+    api_key: str | None  # `${VAR}`; for an inline key, set once every variable name is known
     api_version: str | None
+    inline_key_in: list[str] = field(default_factory=list)  # deployments that wrote it inline
 
 
 @dataclass
@@ -85,6 +102,8 @@ class _Conversion:
     providers: dict[tuple[Any, ...], _Provider] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     balances: set[str] = field(default_factory=set)
+    azure_version: str | None = None  # LiteLLM's config-wide default, if it has one
+    unversioned: list[str] = field(default_factory=list)  # azure providers given the placeholder
 
 
 def convert(litellm: dict[str, Any]) -> str:
@@ -96,8 +115,11 @@ def convert(litellm: dict[str, Any]) -> str:
     for section in litellm:
         if section not in KNOWN_SECTIONS:
             work.notes.append(f"{section}: not translated")
+    work.azure_version = _azure_default_version(litellm, settings)
     for index, entry in enumerate(litellm.get("model_list") or []):
         _deployment(work, index, _mapping(entry))
+    _name_inline_keys(work, _referenced_variables(litellm) | set(OWN_VARIABLES))
+    _note_unversioned(work)
     balance = _balance(work, router.get("routing_strategy"))
     config: dict[str, Any] = {"version": 1}
     config["auth"] = _auth(work, general)
@@ -140,9 +162,13 @@ def _deployment(work: _Conversion, index: int, entry: dict[str, Any]) -> None:
     if kind == "azure" and not base:
         work.notes.append(f"{where} ({name}): azure needs api_base; skipped")
         return
-    key = _key(work, where, prefix, params.get("api_key"))
-    version = _value(params.get("api_version")) if kind == "azure" else None
-    provider = _provider(work, kind, prefix, base, key, version)
+    key = _key(params.get("api_key"))
+    version = _azure_version(work, params) if kind == "azure" else None
+    unversioned = kind == "azure" and version is None
+    provider = _provider(
+        work, kind, prefix, base, key, AZURE_VERSION_PLACEHOLDER if unversioned else version
+    )
+    _remember(work, provider, where, key, unversioned)
     target: dict[str, Any] = {"target": f"{provider.name}/{upstream}"}
     weight = params.get("weight")
     if isinstance(weight, int | float) and weight > 0:
@@ -166,17 +192,27 @@ def _kind(prefix: str) -> str | None:
     return None
 
 
-def _key(work: _Conversion, where: str, prefix: str, raw: Any) -> str | None:
-    if raw is None:
+def _key(raw: Any) -> str | _InlineKey | None:
+    """`${VAR}` for LiteLLM's `os.environ/VAR`; an inline key stays a value to compare, not copy."""
+    if raw is None or raw == "":
         return None
-    value = _value(raw)
     if isinstance(raw, str) and raw.startswith(ENV_PREFIX):
-        return value
-    variable = f"{_env_name(prefix)}_API_KEY"
-    work.notes.append(
-        f"{where}: the api_key was written inline; it is not copied: set ${variable} instead"
-    )
-    return "${" + variable + "}"
+        return _value(raw)
+    return _InlineKey(str(raw))
+
+
+def _azure_default_version(litellm: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    """LiteLLM's fallback for a deployment without api_version: `litellm_settings.api_version`
+    (it sets `litellm.api_version`), then AZURE_API_VERSION, which the config's
+    `environment_variables` section may set."""
+    environment = _mapping(litellm.get("environment_variables"))
+    return _value(settings.get("api_version")) or _value(environment.get(AZURE_VERSION_VARIABLE))
+
+
+def _azure_version(work: _Conversion, params: dict[str, Any]) -> str | None:
+    """The deployment's api_version, else LiteLLM's config-wide one. None leaves a variable for
+    `concord validate` to ask for: LiteLLM's last resort is a built-in that changes by release."""
+    return _value(params.get("api_version")) or work.azure_version
 
 
 def _provider(
@@ -184,7 +220,7 @@ def _provider(
     kind: str,
     prefix: str,
     base: str | None,
-    key: str | None,
+    key: str | _InlineKey | None,
     version: str | None,
 ) -> _Provider:
     identity = (kind, base, key, version)
@@ -196,8 +232,60 @@ def _provider(
     name, n = stem, 2
     while name in names:
         name, n = f"{stem}-{n}", n + 1
-    found = work.providers[identity] = _Provider(name, kind, base, key, version)
+    api_key = key if isinstance(key, str) else None
+    found = work.providers[identity] = _Provider(name, kind, base, api_key, version)
     return found
+
+
+def _remember(
+    work: _Conversion,
+    provider: _Provider,
+    where: str,
+    key: str | _InlineKey | None,
+    unversioned: bool,
+) -> None:
+    """What the notes need once every provider has its name: inline keys, missing versions."""
+    if isinstance(key, _InlineKey):
+        provider.inline_key_in.append(where)
+    if unversioned and provider.name not in work.unversioned:
+        work.unversioned.append(provider.name)
+
+
+def _name_inline_keys(work: _Conversion, taken: set[str]) -> None:
+    """One variable per provider whose key was written inline, named after the provider and
+    unlike any other variable in play, so each endpoint's key can be set apart from the rest."""
+    for provider in work.providers.values():
+        if not provider.inline_key_in:
+            continue
+        variable = _free_variable(_env_name(provider.name), taken)
+        taken.add(variable)
+        provider.api_key = _placeholder(variable)
+        base = provider.base_url or DEFAULT_BASES.get(provider.type)
+        endpoint = f" ({base})" if base else ""
+        work.notes.append(
+            f"providers.{provider.name}{endpoint}: the api_key written inline in "
+            f"{', '.join(provider.inline_key_in)} is not copied: set ${variable} to it"
+        )
+
+
+def _free_variable(stem: str, taken: set[str]) -> str:
+    """`<STEM>_API_KEY`, or a `CONCORD_` one when the file already reads that name elsewhere."""
+    if f"{stem}_API_KEY" not in taken:
+        return f"{stem}_API_KEY"
+    variable, n = f"CONCORD_{stem}_API_KEY", 2
+    while variable in taken:
+        variable, n = f"CONCORD_{stem}_API_KEY_{n}", n + 1
+    return variable
+
+
+def _note_unversioned(work: _Conversion) -> None:
+    """Name the variable so the user knows what `concord validate` will ask for, and why."""
+    if work.unversioned:
+        names = ", ".join(f"providers.{name}" for name in work.unversioned)
+        work.notes.append(
+            f"{names}: no api_version in litellm_params, litellm_settings or "
+            f"environment_variables: set ${AZURE_VERSION_VARIABLE} (e.g. 2024-10-21)"
+        )
 
 
 def _provider_entry(provider: _Provider) -> dict[str, Any]:
@@ -400,6 +488,7 @@ _TRANSLATED = {
         "default_fallbacks",
         "context_window_fallbacks",
         "content_policy_fallbacks",
+        "api_version",
     },
     "general_settings": {"master_key", "database_url"},
 }
@@ -433,6 +522,21 @@ def _value(raw: Any) -> str | None:
     if text.startswith(ENV_PREFIX):
         return "${" + text[len(ENV_PREFIX) :] + "}"
     return text
+
+
+def _placeholder(variable: str) -> str:
+    return "${" + variable + "}"
+
+
+def _referenced_variables(value: Any) -> set[str]:
+    """Every VAR the LiteLLM file reads as `os.environ/VAR`, so no new variable reuses one."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        return {value[len(ENV_PREFIX) :]}
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return set().union(*(_referenced_variables(item) for item in value))
+    return set()
 
 
 def _inline_secret(work: _Conversion, raw: Any, label: str, variable: str) -> str | None:

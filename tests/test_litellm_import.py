@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
@@ -169,3 +170,169 @@ def test_cli_writes_the_file(
     assert main(["import", "litellm", str(source), "-o", str(out)]) == 1
     assert "DATABASE_URL" in capsys.readouterr().err
     assert main(["import", "litellm", str(tmp_path / "missing.yaml")]) == 2
+
+
+# -- inline keys: one variable per provider ------------------------------------------------------
+
+OPENAI_INLINE = "sk-proj-openai-inline-111"
+ROUTER_INLINE = "sk-proj-openrouter-inline-222"
+
+
+def mini(api_key: str, api_base: str | None = None, model: str = "gpt-4o-mini") -> dict[str, Any]:
+    params = {"model": f"openai/{model}", "api_key": api_key}
+    if api_base:
+        params["api_base"] = api_base
+    return {"model_name": model, "litellm_params": params}
+
+
+def written(tmp_path: Path, litellm: dict[str, Any]) -> tuple[str, Any, Path]:
+    text = convert(litellm)
+    path = tmp_path / "concord.yaml"
+    path.write_text(text, encoding="utf-8")
+    return text, YAML(typ="safe").load(text), path
+
+
+def comments(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("#")]
+
+
+def test_inline_keys_for_different_endpoints_get_a_variable_each(tmp_path: Path) -> None:
+    """A key written for OpenAI must never be the one sent to OpenRouter."""
+    text, config, path = written(
+        tmp_path,
+        {
+            "model_list": [
+                mini(OPENAI_INLINE),
+                mini(ROUTER_INLINE, "https://openrouter.ai/api/v1"),
+            ]
+        },
+    )
+    providers = config["providers"]
+    assert providers["openai"]["api_keys"] == ["${OPENAI_API_KEY}"]
+    assert providers["openai-2"]["api_keys"] == ["${OPENAI_2_API_KEY}"]
+    assert providers["openai-2"]["base_url"] == "https://openrouter.ai/api/v1"
+    header = comments(text)
+    for provider, variable in (("openai", "OPENAI_API_KEY"), ("openai-2", "OPENAI_2_API_KEY")):
+        named = [line for line in header if f"${variable} " in line]
+        assert len(named) == 1, header
+        assert f"providers.{provider} " in named[0]
+    assert OPENAI_INLINE not in text and ROUTER_INLINE not in text
+    loaded = load(path, env={"OPENAI_API_KEY": "k-openai", "OPENAI_2_API_KEY": "k-router"})
+    assert loaded.ok and loaded.diagnostics == [], [d.render() for d in loaded.diagnostics]
+    assert loaded.config is not None
+    assert loaded.config.providers["openai"].api_keys == ["k-openai"]
+    assert loaded.config.providers["openai-2"].api_keys == ["k-router"]
+
+
+def test_the_same_inline_key_for_one_endpoint_shares_its_variable(tmp_path: Path) -> None:
+    """Deployments of one endpoint with one key are one provider; a second key is another."""
+    text, config, path = written(
+        tmp_path,
+        {
+            "model_list": [
+                mini(OPENAI_INLINE),
+                mini(OPENAI_INLINE, model="gpt-4o"),
+                mini(ROUTER_INLINE, model="o3"),
+            ]
+        },
+    )
+    providers = config["providers"]
+    assert sorted(providers) == ["openai", "openai-2"]
+    assert config["models"]["gpt-4o-mini"]["targets"] == ["openai/gpt-4o-mini"]
+    assert config["models"]["gpt-4o"]["targets"] == ["openai/gpt-4o"]
+    assert config["models"]["o3"]["targets"] == ["openai-2/o3"]
+    assert providers["openai"]["api_keys"] == ["${OPENAI_API_KEY}"]
+    assert providers["openai-2"]["api_keys"] == ["${OPENAI_2_API_KEY}"]
+    assert sum("$OPENAI_API_KEY " in line for line in comments(text)) == 1
+    assert OPENAI_INLINE not in text and ROUTER_INLINE not in text
+    loaded = load(path, env={"OPENAI_API_KEY": "k-1", "OPENAI_2_API_KEY": "k-2"})
+    assert loaded.ok and loaded.diagnostics == [], [d.render() for d in loaded.diagnostics]
+
+
+def test_an_inline_key_never_takes_a_variable_the_file_reads_elsewhere(tmp_path: Path) -> None:
+    """`os.environ/NAME` keeps its NAME; an inline key then gets a name of its own."""
+    text, config, path = written(
+        tmp_path,
+        {
+            "model_list": [
+                mini(OPENAI_INLINE),
+                mini("os.environ/OPENAI_API_KEY", "https://openrouter.ai/api/v1", "o3"),
+            ]
+        },
+    )
+    providers = config["providers"]
+    assert providers["openai"]["api_keys"] == ["${CONCORD_OPENAI_API_KEY}"]
+    assert providers["openai-2"]["api_keys"] == ["${OPENAI_API_KEY}"]
+    assert any(
+        "providers.openai " in line and "$CONCORD_OPENAI_API_KEY" in line for line in comments(text)
+    )
+    loaded = load(path, env={"CONCORD_OPENAI_API_KEY": "k-1", "OPENAI_API_KEY": "k-2"})
+    assert loaded.ok and loaded.diagnostics == [], [d.render() for d in loaded.diagnostics]
+
+
+# -- azure api_version ---------------------------------------------------------------------------
+
+
+def azure(**params: str) -> dict[str, Any]:
+    litellm_params = {
+        "model": "azure/gpt-4o-eu",
+        "api_base": "https://my-eu.openai.azure.com",
+        "api_key": "os.environ/AZURE_API_KEY",
+        **params,
+    }
+    return {"model_name": "gpt-4o", "litellm_params": litellm_params}
+
+
+def test_azure_without_api_version_asks_for_the_variable_litellm_reads(tmp_path: Path) -> None:
+    text, config, path = written(tmp_path, {"model_list": [azure()]})
+    assert config["providers"]["azure"]["api_version"] == "${AZURE_API_VERSION}"
+    assert any(
+        "providers.azure" in line and "$AZURE_API_VERSION" in line for line in comments(text)
+    )
+    missing = load(path, env={"AZURE_API_KEY": "az"})
+    assert [d.path for d in missing.errors] == ["providers.azure.api_version"]
+    assert "AZURE_API_VERSION" in missing.errors[0].render()
+    loaded = load(path, env={"AZURE_API_KEY": "az", "AZURE_API_VERSION": "2024-10-21"})
+    assert loaded.ok and loaded.diagnostics == [], [d.render() for d in loaded.diagnostics]
+
+
+def test_azure_api_version_read_from_the_environment_is_no_gap() -> None:
+    text = convert({"model_list": [azure(api_version="os.environ/AZURE_API_VERSION")]})
+    assert YAML(typ="safe").load(text)["providers"]["azure"]["api_version"] == (
+        "${AZURE_API_VERSION}"
+    )
+    assert "no api_version" not in text
+
+
+@pytest.mark.parametrize(
+    ("litellm", "version"),
+    [
+        ({"litellm_settings": {"api_version": "2024-06-01"}}, "2024-06-01"),
+        ({"environment_variables": {"AZURE_API_VERSION": "2024-08-01"}}, "2024-08-01"),
+        (
+            {
+                "litellm_settings": {"api_version": "2024-06-01"},
+                "environment_variables": {"AZURE_API_VERSION": "2024-08-01"},
+            },
+            "2024-06-01",
+        ),
+    ],
+)
+def test_azure_api_version_falls_back_in_litellms_order(
+    tmp_path: Path,
+    litellm: dict[str, Any],
+    version: str,
+) -> None:
+    """A deployment's own api_version wins; then litellm_settings, then AZURE_API_VERSION."""
+    text, config, path = written(
+        tmp_path,
+        {
+            "model_list": [azure(), {**azure(api_version="2024-10-21"), "model_name": "b"}],
+            **litellm,
+        },
+    )
+    assert config["providers"]["azure"]["api_version"] == version
+    assert config["providers"]["azure-2"]["api_version"] == "2024-10-21"
+    assert "litellm_settings.api_version" not in text
+    loaded = load(path, env={"AZURE_API_KEY": "az"})
+    assert loaded.ok and loaded.diagnostics == [], [d.render() for d in loaded.diagnostics]
