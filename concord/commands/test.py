@@ -2,7 +2,8 @@
 
 Output reads like a test runner: `PASS name` / `FAIL name` with one indented line per field
 that differs, then `N passed, M failed`. Exit 0 when all pass, 1 on any failure or an invalid
-config (its diagnostics are printed), 2 when the file cannot be read.
+config (its diagnostics are printed), 2 when the file cannot be read. Each case's decision goes
+through the gateway's budget step at its `budget_used` (SPEC §2.6), as `concord explain` shows it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     graph, code = load_for_command(args.config, "test")
     if graph is None:
         return code
+    from concord.commands.explain import budget_guard
     from concord.engine.testing import run_tests
 
-    outcomes = run_tests(graph)
+    outcomes = run_tests(graph, budget_guard)
     for outcome in outcomes:
         print(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.name}")
         for diff in outcome.diffs:

@@ -70,7 +70,8 @@ class _Compiler:
         budgets = self.budgets()
         routes = tuple(self.route(i, route, rate_limits) for i, route in enumerate(c.routes))
         default_route = self.default_route(len(routes), rate_limits)
-        tests = self.tests(workspaces)
+        auth = _auth(c.auth)
+        tests = self.tests(workspaces, auth.keys)
         if self.errors:
             raise ConfigError(self.errors)
         return g.Graph(
@@ -80,7 +81,7 @@ class _Compiler:
             models=models,
             server=_server(c.server),
             storage=g.StorageSettings(c.storage.state, c.storage.database, c.storage.state_failure),
-            auth=_auth(c.auth),
+            auth=auth,
             workspaces=workspaces,
             rate_limits=_by_name(rule for rule, _ in rate_limits),
             budgets=budgets,
@@ -287,9 +288,13 @@ class _Compiler:
             if rule.name not in scoped or rule.name in wanted
         )
 
-    def tests(self, workspaces: Mapping[str, g.WorkspaceSpec]) -> tuple[g.RoutingTest, ...]:
+    def tests(
+        self, workspaces: Mapping[str, g.WorkspaceSpec], keys: Mapping[str, g.DeclaredKeySpec]
+    ) -> tuple[g.RoutingTest, ...]:
         return tuple(
-            g.RoutingTest(case.name, request_context(case.request, workspaces), _expectation(case))
+            g.RoutingTest(
+                case.name, request_context(case.request, workspaces, keys), _expectation(case)
+            )
             for case in self.config.tests
         )
 
@@ -391,17 +396,26 @@ def _auth(a: cfg.AuthConfig) -> g.AuthSettings:
 
 
 def request_context(
-    request: cfg.TestRequest, workspaces: Mapping[str, g.WorkspaceSpec] | None = None
+    request: cfg.TestRequest,
+    workspaces: Mapping[str, g.WorkspaceSpec] | None = None,
+    keys: Mapping[str, g.DeclaredKeySpec] | None = None,
 ) -> g.RequestContext:
-    """The context a `tests:` request stands for; its tags include the workspace's (SPEC §2.4.1)."""
-    ws = (workspaces or {}).get(request.workspace)
+    """The context a `tests:` or `concord explain` request stands for, as the gateway's auth
+    would build it: a key declared under `auth.keys` brings its workspace, user and tags (SPEC
+    §2.8), so no secret is needed to test it; tags include the workspace's (SPEC §2.4.1). A key
+    name the config does not declare (one issued into the database) keeps the stated workspace."""
+    declared = declared_key(keys or {}, request.key)
+    workspace = declared.workspace if declared is not None else request.workspace
+    ws = (workspaces or {}).get(workspace)
     tags = frozenset(request.tags) | (ws.tags if ws is not None else frozenset())
+    if declared is not None:
+        tags |= declared.tags
     return g.RequestContext(
         endpoint=request.endpoint,
         model=request.model,
-        workspace=request.workspace,
+        workspace=workspace,
         key=request.key,
-        user=request.user,
+        user=request.user or (declared.user if declared is not None else None),
         tags=tags,
         headers=MappingProxyType({k.lower(): v for k, v in request.headers.items()}),
         metadata=MappingProxyType(dict(request.metadata)),
@@ -413,6 +427,15 @@ def request_context(
         images=request.images,
         budget_used=request.budget_used,
     )
+
+
+def declared_key(
+    keys: Mapping[str, g.DeclaredKeySpec], name: str | None
+) -> g.DeclaredKeySpec | None:
+    """The key declared under `auth.keys` with this name (names are unique), if any."""
+    if name is None:
+        return None
+    return next((spec for spec in keys.values() if spec.name == name), None)
 
 
 def _expectation(case: cfg.TestCase) -> g.TestExpectation:

@@ -250,6 +250,23 @@ class Graph:
         except Exception:
             return _internal_error(ctx)
 
+    def downgrade(
+        self,
+        decision: Decision,
+        target: str | None,
+        ctx: RequestContext,
+        runtime: RuntimeView = NO_RUNTIME,
+    ) -> Decision | None:
+        """An exhausted budget's move to `target` (SPEC §2.6), or None where the request is
+        served as asked: no target, already on it, embeddings (no cheaper model to move to), or
+        a target this route cannot serve. The gateway and `concord explain` both ask here."""
+        if target is None or target == decision.model or ctx.endpoint == "embeddings":
+            return None
+        downgraded = self.replan(decision, target, ctx, runtime)
+        if downgraded.model is None or downgraded.rejection is not None:
+            return None
+        return downgraded
+
     def explain(self, ctx: RequestContext, runtime: RuntimeView = NO_RUNTIME) -> Explanation:
         """The decision and, per route before the matched one, the first condition that failed."""
         decision = self.decide(ctx, runtime)

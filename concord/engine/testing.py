@@ -4,17 +4,34 @@ Each case's request is decided with no runtime state: every circuit closed and e
 provider up, even one whose api_keys are unset here (CI runs routing tests without secrets);
 and each field of `expect` that was given is compared with the decision. A failure lists one
 line per field that differs, so `concord test` reads like a test runner.
+
+The gateway's guards step (budgets: block or downgrade) lives outside the engine; a caller that
+wants tests to see it passes it in as `guard`. `expect.reject` counts every refusal the gateway
+answers before calling upstream: a route's `reject`, a 404 `model_not_found`, a budget's 429.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from concord.engine.graph import Decision, Graph, RoutingTest, RuntimeView, TestExpectation
+from concord.engine.graph import (
+    Decision,
+    Graph,
+    RequestContext,
+    RoutingTest,
+    RuntimeView,
+    TestExpectation,
+)
 
 # Circuits closed, round-robin at 0, weighted draw 0, every declared provider usable.
 TEST_RUNTIME = RuntimeView(assume_providers_available=True)
+
+# What happens to a decision after `decide` and before the upstream call (the guards step).
+Guard = Callable[[Graph, RequestContext, Decision, RuntimeView], Decision]
+
+# The status a `model_not_found` answer carries (SPEC §2.4).
+NOT_FOUND_STATUS = 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +48,15 @@ class TestOutcome:
         return not self.diffs
 
 
-def run_tests(graph: Graph) -> list[TestOutcome]:
+def run_tests(graph: Graph, guard: Guard | None = None) -> list[TestOutcome]:
     """Every `tests:` case of the graph, in file order."""
-    return [run_test(graph, case) for case in graph.tests]
+    return [run_test(graph, case, guard) for case in graph.tests]
 
 
-def run_test(graph: Graph, case: RoutingTest) -> TestOutcome:
+def run_test(graph: Graph, case: RoutingTest, guard: Guard | None = None) -> TestOutcome:
     decision = graph.decide(case.context, TEST_RUNTIME)
+    if guard is not None:
+        decision = guard(graph, case.context, decision, TEST_RUNTIME)
     return TestOutcome(case.name, tuple(compare(case.expect, decision)))
 
 
@@ -64,15 +83,23 @@ def compare(expect: TestExpectation, decision: Decision) -> list[str]:
 
 
 def _compare_reject(expected: int | bool, decision: Decision) -> list[str]:
-    rejection = decision.rejection
-    got = f"rejected with {rejection.status}" if rejection is not None else "not rejected"
-    if expected is True and rejection is None:
+    status = rejected_status(decision)
+    got = f"rejected with {status}" if status is not None else "not rejected"
+    if expected is True and status is None:
         return [_diff("reject", "rejected", got)]
-    if expected is False and rejection is not None:
+    if expected is False and status is not None:
         return [_diff("reject", "not rejected", got)]
-    if not isinstance(expected, bool) and (rejection is None or rejection.status != expected):
+    if not isinstance(expected, bool) and status != expected:
         return [_diff("reject", f"rejected with {expected}", got)]
     return []
+
+
+def rejected_status(decision: Decision) -> int | None:
+    """The status the gateway refuses this decision with, before any upstream call; None when it
+    is served. A model the workspace may not see is refused like any other (404)."""
+    if decision.rejection is not None:
+        return decision.rejection.status
+    return NOT_FOUND_STATUS if decision.not_found else None
 
 
 def _model_text(decision: Decision) -> str:

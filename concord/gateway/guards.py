@@ -324,11 +324,8 @@ class StateGuards:
         if grant.outcome == "blocked":
             name = grant.rule.name if grant.rule else "budget"
             raise BudgetExceeded(f"Budget '{name}' is exhausted for this period.")
-        target = grant.downgrade_to
-        if target is None or target == decision.model or ctx.endpoint == "embeddings":
-            return  # embeddings have no cheaper model to move to: served as asked
-        downgraded = graph.replan(decision, target, ctx, runtime)
-        if downgraded.model is None or downgraded.rejection is not None:
+        downgraded = graph.downgrade(decision, grant.downgrade_to, ctx, runtime)
+        if downgraded is None:
             return
         admission.decision = downgraded
         admission.downgraded_from = decision.model
