@@ -137,11 +137,10 @@ def _expiry(value: str) -> datetime:
     from concord.config.values import parse_duration
 
     try:
-        return datetime.now(UTC) + timedelta(seconds=parse_duration(value))
+        moment = datetime.now(UTC) + timedelta(seconds=parse_duration(value))
     except ValueError:
-        pass
-    moment = parse_time(value, "--expires")
-    if moment <= datetime.now(UTC):
+        moment = parse_time(value, "--expires")
+    if moment <= datetime.now(UTC):  # `0d` too: a key that never works is a mistake
         raise CommandError("--expires must be in the future")
     return moment
 

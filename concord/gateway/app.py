@@ -44,6 +44,7 @@ from concord.gateway.limits import ConcurrencyLimiter
 from concord.gateway.record import NullRecorder, Recorder
 from concord.gateway.respond import json_response
 from concord.gateway.runtime import RuntimeState
+from concord.gateway.unrouted import EXCEPTION_HANDLERS
 from concord.observability.readiness import DEGRADED, SERVING, ReadinessCheck, run_checks
 from concord.providers.registry import ProviderPool
 
@@ -314,7 +315,12 @@ def create_app_from_graph(
     middleware.append(Middleware(ConfigVersionHeader, state=state))  # SPEC §3: on every answer
     if graph.server.cors_origins:  # CORS must see the gateway's answers: dispatch inside it
         middleware.append(Middleware(GatewayDispatch, state=state))
-    app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = GatewayApp(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,  # SPEC §3: JSON errors, even for unknown paths
+    )
     app.state.gateway = state
     if not graph.server.cors_origins:
         app.fast_path = state  # otherwise answered before the middleware stack

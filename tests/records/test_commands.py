@@ -221,3 +221,51 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path, capsys: pytest.C
     assert code == 1
     assert err.startswith("error: database error") and len(err.strip().splitlines()) == 1
     assert "pw-secret" not in err
+
+
+@pytest.mark.parametrize("expires", ["0d", "0s", "2020-01-01T00:00:00Z"])
+def test_keys_create_refuses_a_key_that_would_never_work(
+    config: Path, capsys: pytest.CaptureFixture[str], expires: str
+):
+    code, out, err = run(
+        capsys,
+        "keys",
+        "create",
+        "--workspace",
+        "acme",
+        "--name",
+        "ci",
+        "--expires",
+        expires,
+        "-c",
+        str(config),
+    )
+    assert code == 1
+    assert err.strip() == "error: --expires must be in the future"
+    assert "sk-" not in out  # no key was printed, none was stored
+    _, listed, _ = run(capsys, "keys", "list", "--json", "-c", str(config))
+    assert json.loads(listed)["data"] == []
+
+
+def test_keys_create_with_a_duration_expires_that_far_ahead(
+    config: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert (
+        run(
+            capsys,
+            "keys",
+            "create",
+            "--workspace",
+            "acme",
+            "--name",
+            "ci",
+            "--expires",
+            "30d",
+            "-c",
+            str(config),
+        )[0]
+        == 0
+    )
+    _, listed, _ = run(capsys, "keys", "list", "--json", "-c", str(config))
+    (key,) = json.loads(listed)["data"]
+    assert key["status"] == "active" and key["expires_at"] > key["created_at"]
