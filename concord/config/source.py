@@ -218,10 +218,8 @@ class _Reader:
 
     def _resolve(self, includes: _Member, base: Path) -> list[tuple[_Node, Path, str]]:
         """The files an `include` list names, in order: each glob expanded in sorted order."""
-        node = includes.node
-        items = node.value if isinstance(node.value, list) else [node]
         found: list[tuple[_Node, Path, str]] = []
-        for item in items:
+        for item in _include_items(includes.node):
             pattern = item.value
             if not isinstance(pattern, str) or not pattern:
                 self.error(
@@ -283,6 +281,25 @@ class _Reader:
                     f"defined twice: here and at {existing.key_loc}",
                     "duplicate_key",
                 )
+
+
+def read_includes(path: str | Path) -> list[str]:
+    """The `include` entries of one file as written, parsed exactly as `read_source` parses it:
+    the reload watcher must follow the same includes the loader will. Raises ConfigUnreadable
+    when the file cannot be read or parsed; entries the loader would reject are left out."""
+    reader = _Reader({})
+    shown = str(path)
+    doc = _Builder(reader, shown).build_document(reader._read_text(Path(path), shown))
+    member = doc.value.get("include")
+    if member is None:
+        return []
+    items = _include_items(member.node)
+    return [item.value for item in items if isinstance(item.value, str) and item.value]
+
+
+def _include_items(node: _Node) -> list[_Node]:
+    """The entries of an `include` value: a list, or a single path written on its own."""
+    return node.value if isinstance(node.value, list) else [node]
 
 
 def _both_lists(a: _Node, b: _Node) -> bool:

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from ruamel.yaml import YAML
 from starlette.routing import BaseRoute
 from watchfiles import Change, awatch
 
 from concord.config.errors import ConfigUnreadable, Diagnostic, Location
 from concord.config.load import Loaded, load
+from concord.config.source import read_includes
 
 if TYPE_CHECKING:
     from concord.engine.graph import Graph
@@ -127,17 +127,18 @@ class WatchSet:
         return sorted(found)
 
 
-def watch_set(root: str, files: Iterable[str]) -> WatchSet:
-    """The WatchSet of a config whose root is `root` and whose loader read `files` (blocking)."""
+def watch_set(root: str, files: Iterable[str], keep: WatchSet | None = None) -> WatchSet:
+    """The WatchSet of a config whose root is `root` and whose loader read `files` (blocking).
+
+    A file that cannot be parsed names no includes, so while one is broken (half-written, a
+    typo) the files and globs of `keep`, the set watched so far, stay watched as well: fixing
+    it, or a new match of a glob it named, must still be seen."""
     known = {os.path.abspath(root), *(os.path.abspath(f) for f in files)}
-    globs: list[str] = []
-    for path in sorted(known):
-        for pattern in _includes(path):
-            absolute = os.path.join(os.path.dirname(path), os.path.expanduser(pattern))
-            if _GLOB_CHARS.intersection(pattern):
-                globs.append(os.path.normpath(absolute))
-            else:
-                known.add(os.path.normpath(absolute))  # watched even while it does not exist
+    named, globs, parsed = _included(sorted(known))
+    known.update(named)
+    if not parsed and keep is not None:
+        known.update(keep.files)
+        globs += [pattern for pattern in keep.globs if pattern not in globs]
     links = {os.path.realpath(f) for f in known} - known
     dirs = {os.path.dirname(f) for f in (*known, *links)}
     dirs.update(_glob_root(pattern) for pattern in globs)
@@ -163,19 +164,34 @@ def fingerprint(watch: WatchSet) -> str:
     return digest.hexdigest()
 
 
-def _includes(path: str) -> list[str]:
-    """The `include` entries of one file, read leniently: the loader reports what is wrong."""
+def _included(paths: Iterable[str]) -> tuple[set[str], list[str], bool]:
+    """What the `include` lists of `paths` name: plain files (watched even while they do not
+    exist), absolute glob patterns, and whether every one of the files could be parsed."""
+    named: set[str] = set()
+    globs: list[str] = []
+    parsed = True
+    for path in paths:
+        patterns = _includes(path)
+        if patterns is None:
+            parsed = False
+            continue
+        for pattern in patterns:
+            absolute = os.path.join(os.path.dirname(path), os.path.expanduser(pattern))
+            if _GLOB_CHARS.intersection(pattern):
+                globs.append(os.path.normpath(absolute))
+            else:
+                named.add(os.path.normpath(absolute))
+    return named, globs, parsed
+
+
+def _includes(path: str) -> list[str] | None:
+    """The `include` entries of one file, read by the loader's own parser so the watcher follows
+    exactly the includes `load()` will; None when the file cannot be read or parsed (`load()`
+    reports that, with its position)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            doc = YAML(typ="safe").load(handle)
-    except Exception:  # unreadable or not YAML: `load()` reports it with its position
-        return []
-    entries = doc.get("include") if isinstance(doc, dict) else None
-    if isinstance(entries, str):
-        entries = [entries]
-    if not isinstance(entries, list):
-        return []
-    return [e for e in entries if isinstance(e, str) and e]
+        return read_includes(path)
+    except Exception:  # never let a bad file stop the watcher
+        return None
 
 
 def _glob_root(pattern: str) -> str:
@@ -216,12 +232,12 @@ def _attempt(
     before = fingerprint(watch)
     if before == previous and not force:
         # Same content; but a folder an include glob names may have appeared: watch it too.
-        return _Attempt(watch_set(root, watch.files), before)
+        return _Attempt(watch_set(root, watch.files, watch), before)
     try:
         loaded = load(root, env)
     except ConfigUnreadable as exc:
         return _Attempt(watch, before, errors=list(exc.diagnostics))
-    found = watch_set(root, loaded.files)
+    found = watch_set(root, loaded.files, watch)
     if found != watch:  # new or dropped includes: fingerprint what will be watched from now on
         before = fingerprint(found)
     attempt = _Attempt(found, before, loaded, loaded.errors, loaded.warnings)
@@ -250,8 +266,9 @@ RESTART_ONLY = (
 
 
 def restart_only_changes(running: Graph, loaded: Graph) -> tuple[str, ...]:
-    """A warning per start-up-only setting the new config changes (named, never shown: a URL
-    may hold a password), so a reload does not look as if it had applied them."""
+    """A warning per start-up-only setting `loaded` sets differently from `running`, the graph
+    the process started with (named, never shown: a URL may hold a password), so a reload does
+    not look as if it had applied them."""
     return tuple(
         f"{section}.{name}: changed, but applied only when the server restarts"
         for section, name in RESTART_ONLY
@@ -282,6 +299,7 @@ class Reloader:
         self.loaded_at = time.time()
         self.last: ReloadOutcome | None = None
         self._state: GatewayState | None = None
+        self._started: Graph | None = None  # what the socket, CORS and storage were built from
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
         self._watch = WatchSet()
@@ -298,6 +316,7 @@ class Reloader:
 
     async def start(self, state: GatewayState) -> None:
         self._state = state
+        self._started = state.graph
         self.loaded_at = time.time()
         self.last = ReloadOutcome("ok", "startup", self.loaded_at, state.graph.version)
         self._watch = await asyncio.to_thread(watch_set, self.config_path, state.graph.files)
@@ -399,9 +418,10 @@ class Reloader:
         changed = graph.version != current.version
         if changed:
             state.set_graph(graph)  # SPEC §4: one reference; in-flight requests keep theirs
-            warnings += restart_only_changes(current, graph)
         elif trigger == "startup":
             return None
+        started = self._started if self._started is not None else current
+        warnings += restart_only_changes(started, graph)  # until a restart applies them
         self.loaded_at = now
         return ReloadOutcome("ok", trigger, now, graph.version, changed, (), warnings, took * 1000)
 
