@@ -160,7 +160,7 @@ class Gateway:
             base_url=self.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
         )
 
-    def wait_serving(self, path: str = "/readyz", timeout: float = 20.0) -> None:
+    def wait_serving(self, path: str = "/readyz", timeout: float = 60.0) -> None:
         """Until `path` answers 200 (`/healthz` for a gateway whose database is down)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

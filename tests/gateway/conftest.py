@@ -94,7 +94,7 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
         yield fake
 
 
-def wait_ready(process: subprocess.Popen[Any], base: str, seconds: float = 20.0) -> None:
+def wait_ready(process: subprocess.Popen[Any], base: str, seconds: float = 60.0) -> None:
     """Until `concord serve` at `base` answers /readyz with 200; fails with its output if it
     exits or takes longer than `seconds`."""
     deadline = time.monotonic() + seconds

@@ -238,7 +238,7 @@ def test_concord_serve_reload_serves_and_watches_its_own_code(tmp_path: Path):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_ready(process, base, 30)
+        wait_ready(process, base)
         oai = openai.OpenAI(api_key=CLIENT_KEY, base_url=base + "/v1", max_retries=0)
         reply = oai.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "ping"}]

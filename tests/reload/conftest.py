@@ -80,7 +80,7 @@ class Server:
             base_url=self.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=5
         )
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

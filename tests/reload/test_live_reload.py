@@ -272,7 +272,7 @@ def test_sighup_reloads_every_worker_in_place(serve: StartServer) -> None:
     process would. The same processes go on serving, so what they hold in memory (rate limits,
     cache, circuit breakers) survives: restarting them would not."""
     server = serve(workers=2)
-    assert eventually(lambda: len(_children(server.process.pid)) == 2, timeout=15)
+    assert eventually(lambda: len(_children(server.process.pid)) == 2, timeout=45)
     workers = _children(server.process.pid)
     fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection: any worker may answer
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -309,7 +309,7 @@ def test_a_worker_replaced_while_the_file_is_invalid_waits_for_a_valid_one(
             return len({client.get("/_admin/config").json()["loaded_at"] for _ in range(20)})
 
         # both have read the file: one still starting would read the bad edit below as well
-        assert eventually(lambda: serving() == 2, timeout=15)
+        assert eventually(lambda: serving() == 2, timeout=45)
         write_atomic(server.config, "version: 1\nproviders: [unclosed\n")
         victim = min(_children(supervisor))
         os.kill(victim, signal.SIGKILL)
@@ -323,7 +323,7 @@ def test_a_worker_replaced_while_the_file_is_invalid_waits_for_a_valid_one(
         assert server.log.read_text().count(waiting) == 1
 
         write_atomic(server.config, gateway_yaml(server.port, "", use="beta"))  # fixed
-        assert eventually(lambda: serving() == 2, timeout=15)
+        assert eventually(lambda: serving() == 2, timeout=45)
     assert _children(supervisor) == workers
     assert server.process.poll() is None
 
