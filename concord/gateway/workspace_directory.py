@@ -5,7 +5,8 @@ This directory keeps the latter in memory: their tags (route conditions on `tags
 budgets, enforced like declared ones. It is refreshed every few seconds, and a workspace it has
 not seen yet is read at once when one of its keys authenticates, so a workspace created a moment
 ago is guarded from its first request. A declared workspace wins over a database one with its
-name.
+name: the graph applies it, so the directory keeps the rows as stored, and the database one's
+budget and tags apply again as soon as a reload drops the declaration.
 
 A database budget may say `on_exceed: downgrade` without `downgrade_to` (V0's admin body has no
 field for it), or name a model a later config dropped: it then downgrades to the cheapest priced
@@ -41,7 +42,7 @@ class WorkspaceDirectory:
 
     async def refresh(self) -> None:
         """Read every workspace again (budgets and tags may have changed)."""
-        records = await self._workspaces.list(with_spend=False)
+        records = await self._workspaces.list(with_spend=False, as_stored=True)
         self._entries = {record.name: _entry(record) for record in records}
         self._rules = {}
 
@@ -54,7 +55,9 @@ class WorkspaceDirectory:
     async def learn(self, name: str) -> None:
         """Read one workspace the directory has not seen (a key of it just authenticated)."""
         try:
-            entry: DatabaseWorkspace | None = _entry(await self._workspaces.get(name))
+            entry: DatabaseWorkspace | None = _entry(
+                await self._workspaces.get(name, as_stored=True)
+            )
         except WorkspaceNotFound:
             entry = None
         self._entries[name] = entry

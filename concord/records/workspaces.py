@@ -1,9 +1,15 @@
 """Workspaces in the database (SPEC §2.6).
 
-Workspaces declared in the config are synced into the table at load (`source='config'`) and win
-over a database row of the same name; workspaces created through the admin API or the CLI live only
-in the database (`source='api'`). A declared workspace that later disappears from the config is
-deleted from the table at the next sync: the config is where it lived.
+Workspaces declared in the config are synced into the table at load (`source='config'`);
+workspaces created through the admin API or the CLI live only in the database (`source='api'`). A
+declared workspace that later disappears from the config is deleted from the table at the next
+sync: the config is where it lived.
+
+A declared workspace wins over an API one of the same name, but only while it is declared: the API
+row is never rewritten, and reads show the declaration over it. Once the config drops the name, the
+API workspace is back as it was created (budget, tags, keys), with nothing to restore. The
+gateway's workspace directory reads the rows as stored (`as_stored=True`): the graph already
+applies the declarations, so an API budget is enforced again the moment a reload drops one.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from concord.records.db import Database
 from concord.records.errors import InvalidRecord, WorkspaceExists, WorkspaceNotFound
@@ -109,6 +116,8 @@ class Workspaces:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._usage = UsageQueries(database)
+        # the last synced declarations as rows: they win over stored rows of their names on reads
+        self._declared: dict[str, dict[str, Any]] = {}
 
     async def create(
         self,
@@ -135,7 +144,9 @@ class Workspaces:
             raise WorkspaceExists(f"workspace {name!r} already exists") from None
         return _record(row)
 
-    async def get(self, name: str) -> WorkspaceRecord:
+    async def get(self, name: str, *, as_stored: bool = False) -> WorkspaceRecord:
+        """The workspace as clients see it, or with `as_stored` as its row holds it (an API
+        workspace without the declaration that overrides it)."""
         async with self._db.connect() as conn:
             row = (
                 (await conn.execute(sa.select(workspaces).where(workspaces.c.name == name)))
@@ -144,7 +155,7 @@ class Workspaces:
             )
         if row is None:
             raise WorkspaceNotFound(f"no workspace named {name!r}")
-        return _record(row)
+        return _record(row if as_stored else self._declared_over(row))
 
     async def exists(self, name: str) -> bool:
         try:
@@ -154,16 +165,17 @@ class Workspaces:
         return True
 
     async def list(
-        self, *, with_spend: bool = True, now: datetime | None = None
+        self, *, with_spend: bool = True, now: datetime | None = None, as_stored: bool = False
     ) -> list[WorkspaceRecord]:
-        """Every workspace by name, with its spend in the current budget period."""
+        """Every workspace by name, with its spend in the current budget period; `as_stored` as
+        in `get`."""
         async with self._db.connect() as conn:
             rows = (
                 (await conn.execute(sa.select(workspaces).order_by(workspaces.c.name)))
                 .mappings()
                 .all()
             )
-        records = [_record(row) for row in rows]
+        records = [_record(row if as_stored else self._declared_over(row)) for row in rows]
         if not with_spend:
             return records
         now = now or datetime.now(UTC)
@@ -177,35 +189,43 @@ class Workspaces:
         ]
 
     async def sync_declared(self, specs: Mapping[str, Any]) -> None:
-        """Make the table hold exactly the declared workspaces as `source='config'` rows
-        (overwriting API rows of the same name) next to the API-created ones."""
-        rows = {
-            name: _row(
-                name,
-                Budget.of(_get(spec, "budget")),
-                _get(spec, "tags") or (),
-                "config",
-            )
+        """Make the table hold the declared workspaces as `source='config'` rows next to the API
+        ones, deleting config rows no longer declared. An API row of a declared name is left as
+        it is (reads show the declaration over it) so that it survives the declaration."""
+        declared = {
+            name: _row(name, Budget.of(_get(spec, "budget")), _get(spec, "tags") or (), "config")
             for name, spec in specs.items()
         }
+        self._declared = declared  # reads follow the config even if this write fails
         async with self._db.begin(immediate=True) as conn:
-            existing = {
-                r.name: r
-                for r in await conn.execute(
-                    sa.select(workspaces.c.name, workspaces.c.source, workspaces.c.created_at)
-                )
+            stored = {
+                r.name: r.source
+                for r in await conn.execute(sa.select(workspaces.c.name, workspaces.c.source))
             }
-            for name, old in existing.items():
-                if old.source == "config" and name not in rows:
+            for name, source in stored.items():
+                if source == "config" and name not in declared:
                     await conn.execute(workspaces.delete().where(workspaces.c.name == name))
-            for name, row in rows.items():
-                if name in existing:
-                    row = {**row, "created_at": existing[name].created_at}
-                    await conn.execute(
-                        workspaces.update().where(workspaces.c.name == name).values(**row)
-                    )
-                else:
-                    await conn.execute(workspaces.insert().values(**row))
+            for name, row in declared.items():
+                await _write_declared(conn, row, stored.get(name))
+
+    def _declared_over(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A stored row as clients see it: its declaration's settings when its name is declared
+        (SPEC §2.6), keeping the row's creation time."""
+        declared = self._declared.get(row["name"])
+        if declared is None:
+            return row
+        return {**declared, "created_at": row["created_at"]}
+
+
+async def _write_declared(conn: AsyncConnection, row: dict[str, Any], source: str | None) -> None:
+    """Insert a new declared workspace or update its config row; an API row is not touched."""
+    if source is None:
+        await conn.execute(workspaces.insert().values(**row))
+    elif source == "config":
+        settings = {k: v for k, v in row.items() if k != "created_at"}
+        await conn.execute(
+            workspaces.update().where(workspaces.c.name == row["name"]).values(**settings)
+        )
 
 
 def _get(spec: Any, name: str) -> Any:

@@ -108,6 +108,9 @@ async def test_create_workspace_then_conflict(harness: Harness) -> None:
 
     assert created.status_code == 201
     assert created.json()["budget"]["limit_usd"] == 50
+    listed = await harness.client.get("/_admin/workspaces", headers=AUTH)
+    (acme,) = [w for w in listed.json()["data"] if w["name"] == "acme"]
+    assert created.json()["spend_usd"] == acme["spend_usd"] == 0.0  # the same record both ways
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "workspace_exists"
 
