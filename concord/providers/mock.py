@@ -7,7 +7,12 @@
 - Tokens are counted as whitespace-separated words: input = the words of every text in the
   request (system, messages, tool results, prompt; a prompt of token ids counts one per id),
   output = the words of the reply; a tool call counts as 1 + the words of its arguments. Cheap,
-  deterministic, easy to assert in tests. One choice per request, whatever `n` says.
+  deterministic, easy to assert in tests.
+- Choices as OpenAI gives them: chat returns `n` identical choices; legacy completions return `n`
+  per prompt when `prompt` lists several (index = prompt_index * n + i, each echoing its own
+  prompt). Output usage is summed over the choices; streams interleave the choices chunk by
+  chunk, each ending with its own finish_reason. `n` outside 1..128 is a 400, as upstream.
+  Messages has no `n`: always one answer.
 - Embeddings: unit vectors derived from a hash of each input, 1536 floats unless `dimensions`
   asks otherwise; `encoding_format: base64` is honoured.
 
@@ -21,12 +26,15 @@ import base64
 import hashlib
 import json
 import math
+import os
 import struct
 import time
-import uuid
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import chain, zip_longest
 from typing import Any
+
+import orjson
 
 from concord.engine.graph import ProviderSpec
 from concord.providers.base import (
@@ -34,21 +42,28 @@ from concord.providers.base import (
     UpstreamEndpoint,
     UpstreamRequest,
     UpstreamResponse,
+    UpstreamStatusError,
 )
 from concord.translate.usage import Usage, anthropic_usage_dict, openai_usage_dict
 
 JSON = dict[str, Any]
 DEFAULT_DIMENSIONS = 1536
+MAX_CHOICES = 128  # OpenAI's own ceiling on `n`
 
 
 # ---- what to answer ----------------------------------------------------------------------------
+
+
+def _hex_id(size: int = 16) -> str:
+    """A random id body in the upstreams' shape, without the cost of building a UUID."""
+    return os.urandom(size).hex()
 
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     name: str
     arguments: str = "{}"
-    id: str = field(default_factory=lambda: "call_" + uuid.uuid4().hex[:24])
+    id: str = field(default_factory=lambda: "call_" + _hex_id(12))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +87,13 @@ class Reply:
         if self.tool_call:
             return 1 + count_tokens(self.tool_call.arguments)
         return count_tokens(self.text)
+
+
+Replies = Reply | Sequence[Reply]  # a builder takes one answer or every choice's, in index order
+
+
+def _as_list(replies: Replies) -> Sequence[Reply]:
+    return (replies,) if isinstance(replies, Reply) else replies
 
 
 def count_tokens(text: str) -> int:
@@ -155,14 +177,78 @@ def forced_tool(body: Mapping[str, Any]) -> str | None:
 
 
 def compose_reply(endpoint: UpstreamEndpoint, body: Mapping[str, Any], fixed: str | None) -> Reply:
+    """One answer to the request (for several prompts, the last one's)."""
     tool = forced_tool(body) if endpoint in ("chat", "messages") else None
     if tool:
         return Reply(tool_call=ToolCall(name=tool))
-    text = fixed if fixed is not None else f"Echo: {last_user_text(endpoint, body)}".rstrip()
+    return _text_reply(last_user_text(endpoint, body), body, fixed)
+
+
+def _text_reply(said: str, body: Mapping[str, Any], fixed: str | None) -> Reply:
+    """The echo of `said` (or the fixed reply), cut at the request's max tokens."""
+    text = fixed if fixed is not None else f"Echo: {said}".rstrip()
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(limit, int) and 0 < limit < count_tokens(text):
         return Reply(text=" ".join(text.split()[:limit]), truncated=True)
     return Reply(text=text)
+
+
+def choice_count(body: Mapping[str, Any]) -> int:
+    """`n`, refused as OpenAI refuses it when out of range, so a bad value is not served quietly
+    (and a huge one cannot make the mock build millions of choices)."""
+    n = body.get("n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int):
+        problem = f"{n!r} is not of type 'integer'"
+    elif n < 1:
+        problem = f"{n} is less than the minimum of 1"
+    elif n > MAX_CHOICES:
+        problem = f"{n} is greater than the maximum of {MAX_CHOICES}"
+    else:
+        return n
+    error = {"message": f"{problem} - 'n'", "type": "invalid_request_error", "param": "n"}
+    raise UpstreamStatusError(problem, status=400, body={"error": {**error, "code": None}})
+
+
+def prompts(prompt: Any) -> list[Any]:
+    """The separate prompts of a legacy completions request: a string, strings, one token
+    array, or token arrays (a missing or empty prompt counts as one empty prompt)."""
+    if not isinstance(prompt, list) or not prompt:
+        return [prompt if isinstance(prompt, str) else ""]
+    if all(isinstance(item, int) for item in prompt):
+        return [prompt]
+    return list(prompt)
+
+
+def compose_replies(
+    endpoint: UpstreamEndpoint, body: Mapping[str, Any], fixed: str | None
+) -> list[Reply]:
+    """Every choice of the answer, in index order: `n` per prompt for OpenAI endpoints."""
+    if endpoint == "messages":
+        return [compose_reply(endpoint, body, fixed)]
+    n = choice_count(body)
+    if endpoint == "completions":
+        texts = [p if isinstance(p, str) else "" for p in prompts(body.get("prompt"))]
+        return [reply for text in texts for reply in [_text_reply(text, body, fixed)] * n]
+    first = compose_reply(endpoint, body, fixed)
+    if n == 1:
+        return [first]
+    return [first, *[_again(first) for _ in range(n - 1)]]
+
+
+def _output_tokens(replies: list[Reply]) -> int:
+    """Summed over the choices, as OpenAI bills `n`; the single answer needs no loop."""
+    if len(replies) == 1:
+        return replies[0].output_tokens
+    return sum(reply.output_tokens for reply in replies)
+
+
+def _again(reply: Reply) -> Reply:
+    """The same answer as another choice: a tool call gets its own id, as each choice's does."""
+    if reply.tool_call is None:
+        return reply
+    return replace(reply, tool_call=ToolCall(reply.tool_call.name, reply.tool_call.arguments))
 
 
 # ---- OpenAI formats ---------------------------------------------------------------------------
@@ -176,7 +262,7 @@ def _tool_call_json(call: ToolCall) -> JSON:
     }
 
 
-def openai_chat_response(model: str, reply: Reply, usage: Usage, *, id: str | None = None) -> JSON:
+def _chat_choice(index: int, reply: Reply) -> JSON:
     message: JSON = {
         "role": "assistant",
         "content": None if reply.tool_call else reply.text,
@@ -185,16 +271,30 @@ def openai_chat_response(model: str, reply: Reply, usage: Usage, *, id: str | No
     if reply.tool_call:
         message["tool_calls"] = [_tool_call_json(reply.tool_call)]
     return {
-        "id": id or "chatcmpl-" + uuid.uuid4().hex,
+        "index": index,
+        "message": message,
+        "finish_reason": reply.openai_finish,
+        "logprobs": None,
+    }
+
+
+def openai_chat_response(
+    model: str, reply: Replies, usage: Usage, *, id: str | None = None
+) -> JSON:
+    return {
+        "id": id or "chatcmpl-" + _hex_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"index": 0, "message": message, "finish_reason": reply.openai_finish, "logprobs": None}
-        ],
+        "choices": [_chat_choice(index, one) for index, one in enumerate(_as_list(reply))],
         "usage": openai_usage_dict(usage),
         "system_fingerprint": None,
     }
+
+
+def _dump(body: JSON) -> str:
+    """An event's data: compact JSON, built fast since a stream is one event per word."""
+    return orjson.dumps(body).decode()
 
 
 def _pieces(text: str) -> list[str]:
@@ -203,11 +303,42 @@ def _pieces(text: str) -> list[str]:
     return [w + " " for w in words[:-1]] + [words[-1]] if text else []
 
 
+def _interleave(streams: list[list[JSON]]) -> list[JSON]:
+    """Choices' chunks taken in turn, as several choices generated side by side arrive."""
+    if len(streams) == 1:
+        return streams[0]
+    return [item for item in chain.from_iterable(zip_longest(*streams)) if item is not None]
+
+
+def _chat_deltas(index: int, reply: Reply) -> list[JSON]:
+    """One choice's stream: the role, its tool call or text pieces, then its finish_reason."""
+
+    def delta(value: JSON, finish: str | None = None) -> JSON:
+        return {"index": index, "delta": value, "finish_reason": finish, "logprobs": None}
+
+    deltas = [delta({"role": "assistant", "content": "" if not reply.tool_call else None})]
+    if reply.tool_call:
+        call = reply.tool_call
+        head = {
+            "index": 0,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        deltas.append(delta({"tool_calls": [head]}))
+        deltas.append(
+            delta({"tool_calls": [{"index": 0, "function": {"arguments": call.arguments}}]})
+        )
+    deltas += [delta({"content": piece}) for piece in _pieces(reply.text)]
+    deltas.append(delta({}, reply.openai_finish))
+    return deltas
+
+
 def openai_chat_chunks(
-    model: str, reply: Reply, usage: Usage, *, include_usage: bool, id: str | None = None
+    model: str, reply: Replies, usage: Usage, *, include_usage: bool, id: str | None = None
 ) -> list[SSEEvent]:
-    """The chunks of a streamed chat completion, `[DONE]` included."""
-    chunk_id = id or "chatcmpl-" + uuid.uuid4().hex
+    """The chunks of a streamed chat completion, one choice per chunk, `[DONE]` included."""
+    chunk_id = id or "chatcmpl-" + _hex_id()
     created = int(time.time())
 
     def chunk(choices: list[JSON], usage_value: Any = None) -> SSEEvent:
@@ -220,57 +351,56 @@ def openai_chat_chunks(
         }
         if include_usage:
             body["usage"] = usage_value
-        return SSEEvent(data=json.dumps(body, separators=(",", ":")))
+        return SSEEvent(data=_dump(body))
 
-    def delta(value: JSON, finish: str | None = None) -> SSEEvent:
-        return chunk([{"index": 0, "delta": value, "finish_reason": finish, "logprobs": None}])
-
-    events = [delta({"role": "assistant", "content": "" if not reply.tool_call else None})]
-    if reply.tool_call:
-        call = reply.tool_call
-        head = {
-            "index": 0,
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": ""},
-        }
-        events.append(delta({"tool_calls": [head]}))
-        events.append(
-            delta({"tool_calls": [{"index": 0, "function": {"arguments": call.arguments}}]})
-        )
-    events += [delta({"content": piece}) for piece in _pieces(reply.text)]
-    events.append(delta({}, reply.openai_finish))
+    streams = [_chat_deltas(index, one) for index, one in enumerate(_as_list(reply))]
+    events = [chunk([choice]) for choice in _interleave(streams)]
     if include_usage:
         events.append(chunk([], openai_usage_dict(usage)))
     events.append(SSEEvent(data="[DONE]"))
     return events
 
 
-def completion_response(model: str, reply: Reply, usage: Usage) -> JSON:
+def _completion_usage(usage: Usage) -> JSON:
     return {
-        "id": "cmpl-" + uuid.uuid4().hex,
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def completion_response(model: str, reply: Replies, usage: Usage) -> JSON:
+    return {
+        "id": "cmpl-" + _hex_id(),
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"text": reply.text, "index": 0, "logprobs": None, "finish_reason": reply.openai_finish}
+            {"text": one.text, "index": index, "logprobs": None, "finish_reason": one.openai_finish}
+            for index, one in enumerate(_as_list(reply))
         ],
-        "usage": {
-            "prompt_tokens": usage.input_tokens,
-            "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.total_tokens,
-        },
+        "usage": _completion_usage(usage),
     }
 
 
+def _completion_deltas(index: int, reply: Reply) -> list[JSON]:
+    """One choice's stream: its text pieces, then an empty piece with its finish_reason."""
+    pieces: list[tuple[str, str | None]] = [(piece, None) for piece in _pieces(reply.text)]
+    pieces.append(("", reply.openai_finish))
+    return [
+        {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+        for text, finish in pieces
+    ]
+
+
 def completion_chunks(
-    model: str, reply: Reply, usage: Usage, *, include_usage: bool
+    model: str, reply: Replies, usage: Usage, *, include_usage: bool
 ) -> list[SSEEvent]:
-    chunk_id = "cmpl-" + uuid.uuid4().hex
+    """The chunks of a streamed legacy completion, one choice per chunk, `[DONE]` included."""
+    chunk_id = "cmpl-" + _hex_id()
     created = int(time.time())
 
-    def chunk(text: str, finish: str | None) -> SSEEvent:
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+    def chunk(choice: JSON) -> SSEEvent:
         body = {
             "id": chunk_id,
             "object": "text_completion",
@@ -278,10 +408,10 @@ def completion_chunks(
             "model": model,
             "choices": [choice],
         }
-        return SSEEvent(data=json.dumps(body, separators=(",", ":")))
+        return SSEEvent(data=_dump(body))
 
-    events = [chunk(piece, None) for piece in _pieces(reply.text)]
-    events.append(chunk("", reply.openai_finish))
+    streams = [_completion_deltas(index, one) for index, one in enumerate(_as_list(reply))]
+    events = [chunk(choice) for choice in _interleave(streams)]
     if include_usage:
         body = {
             "id": chunk_id,
@@ -289,9 +419,9 @@ def completion_chunks(
             "created": created,
             "model": model,
             "choices": [],
-            "usage": completion_response(model, reply, usage)["usage"],
+            "usage": _completion_usage(usage),
         }
-        events.append(SSEEvent(data=json.dumps(body, separators=(",", ":"))))
+        events.append(SSEEvent(data=_dump(body)))
     events.append(SSEEvent(data="[DONE]"))
     return events
 
@@ -355,7 +485,7 @@ def anthropic_message_response(
     model: str, reply: Reply, usage: Usage, *, id: str | None = None
 ) -> JSON:
     return {
-        "id": id or "msg_" + uuid.uuid4().hex,
+        "id": id or "msg_" + _hex_id(),
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -367,7 +497,7 @@ def anthropic_message_response(
 
 
 def _event(payload: JSON) -> SSEEvent:
-    return SSEEvent(data=json.dumps(payload, separators=(",", ":")), event=payload["type"])
+    return SSEEvent(data=_dump(payload), event=payload["type"])
 
 
 def anthropic_message_events(
@@ -466,40 +596,40 @@ class MockProvider:
     def key_status(self) -> list[dict[str, Any]]:
         return []
 
-    def answer(self, request: UpstreamRequest) -> tuple[Reply, Usage]:
-        """What the mock says to `request`, and the usage it reports."""
-        reply = compose_reply(request.endpoint, request.body, self.spec.reply)
+    def answer(self, request: UpstreamRequest) -> tuple[list[Reply], Usage]:
+        """What the mock says to `request`, every choice of it, and the usage it reports."""
+        replies = compose_replies(request.endpoint, request.body, self.spec.reply)
         usage = Usage(
             input_tokens=input_tokens(request.endpoint, request.body),
-            output_tokens=reply.output_tokens,
+            output_tokens=_output_tokens(replies),
         )
-        return reply, usage
+        return replies, usage
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         await self._delay()
         model = str(request.body.get("model") or "mock")
         if request.endpoint == "embeddings":
             return UpstreamResponse(status=200, body=embedding_response(model, request.body))
-        reply, usage = self.answer(request)
+        replies, usage = self.answer(request)
         if request.endpoint == "messages":
-            body = anthropic_message_response(model, reply, usage)
+            body = anthropic_message_response(model, replies[0], usage)
         elif request.endpoint == "completions":
-            body = completion_response(model, reply, usage)
+            body = completion_response(model, replies, usage)
         else:
-            body = openai_chat_response(model, reply, usage)
+            body = openai_chat_response(model, replies, usage)
         return UpstreamResponse(status=200, body=body, headers={"content-type": "application/json"})
 
     async def stream(self, request: UpstreamRequest) -> MockStream:
         await self._delay()
         model = str(request.body.get("model") or "mock")
-        reply, usage = self.answer(request)
+        replies, usage = self.answer(request)
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
         if request.endpoint == "messages":
-            events = anthropic_message_events(model, reply, usage)
+            events = anthropic_message_events(model, replies[0], usage)
         elif request.endpoint == "completions":
-            events = completion_chunks(model, reply, usage, include_usage=include_usage)
+            events = completion_chunks(model, replies, usage, include_usage=include_usage)
         elif request.endpoint == "chat":
-            events = openai_chat_chunks(model, reply, usage, include_usage=include_usage)
+            events = openai_chat_chunks(model, replies, usage, include_usage=include_usage)
         else:
             raise ValueError(f"{self.name}: {request.endpoint} cannot be streamed")
         return MockStream(events)
