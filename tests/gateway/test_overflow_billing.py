@@ -198,19 +198,33 @@ async def test_summaries_of_every_failed_model_are_billed_at_their_own_price(
     assert await running.spent("per-key", "test-key") == pytest.approx(cost)
 
 
-async def test_a_summary_by_an_earlier_target_of_the_answering_model_is_billed(
-    running: Running, upstream: FakeUpstream
+@pytest.mark.parametrize(
+    ("model", "summarizer", "answerer", "cost"),
+    [
+        # one model, one price: the summary and the answer together
+        ("duo", "duo-first", "duo-second", (340 * 1000 + 15 * 4000) / 1e6),
+        # a fallback to another model: each call at its own model's price
+        ("lone", "lone-model", "other-model", SUMMARY_COST + (40 * 10 + 5 * 20) / 1e6),
+    ],
+    ids=["same-model", "fallback-model"],
+)
+async def test_a_summary_by_a_target_that_then_failed_is_billed_with_the_answer(
+    running: Running,
+    upstream: FakeUpstream,
+    model: str,
+    summarizer: str,
+    answerer: str,
+    cost: float,
 ) -> None:
-    upstream.script("duo-first", summarized_then(Fault(status=500)))
-    upstream.script("duo-second", [Fault(usage=Usage(40, 5))])
+    upstream.script(summarizer, summarized_then(Fault(status=500)))
+    upstream.script(answerer, [Fault(usage=Usage(40, 5))])
     raw = await running.openai().chat.completions.with_raw_response.create(
-        model="duo",
+        model=model,
         messages=CONVERSATION,  # type: ignore[arg-type]
     )
     assert raw.status_code == 200 and raw.headers["x-concord-attempts"] == "4"
     row = await running.usage_by_key()
     assert (row["input_tokens"], row["output_tokens"]) == (340, 15)
-    cost = (340 * 1000 + 15 * 4000) / 1e6  # one model, one price: summary and answer together
     assert row["cost_usd"] == pytest.approx(cost)
     assert await running.spent("per-key", "test-key") == pytest.approx(cost)
 
@@ -222,23 +236,6 @@ async def assert_billed(gw: Running, status: int) -> None:
     assert (row["input_tokens"], row["output_tokens"]) == (300, 10)
     assert row["cost_usd"] == pytest.approx(SUMMARY_COST)
     assert await gw.spent("per-key", "test-key") == pytest.approx(SUMMARY_COST)
-
-
-async def test_a_summary_before_a_fallback_answers_is_billed_at_the_summarizing_models_price(
-    running: Running, upstream: FakeUpstream
-) -> None:
-    upstream.script("lone-model", summarized_then(Fault(status=500)))
-    upstream.script("other-model", [Fault(usage=Usage(40, 5))])
-    raw = await running.openai().chat.completions.with_raw_response.create(
-        model="lone",
-        messages=CONVERSATION,  # type: ignore[arg-type]
-    )
-    assert raw.status_code == 200 and raw.headers["x-concord-model"] == "other"
-    row = await running.usage_by_key()
-    assert (row["input_tokens"], row["output_tokens"]) == (340, 15)
-    cost = SUMMARY_COST + (40 * 10 + 5 * 20) / 1e6  # each call at its own model's price
-    assert row["cost_usd"] == pytest.approx(cost)
-    assert await running.spent("per-key", "test-key") == pytest.approx(cost)
 
 
 async def test_a_client_error_from_a_later_target_counts_every_call_made(

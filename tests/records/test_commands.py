@@ -223,23 +223,16 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path, capsys: pytest.C
     assert "pw-secret" not in err
 
 
+def create_expiring(capsys: pytest.CaptureFixture[str], config: Path, expires: str):
+    argv = ["keys", "create", "--workspace", "acme", "--name", "ci", "--expires", expires]
+    return run(capsys, *argv, "-c", str(config))
+
+
 @pytest.mark.parametrize("expires", ["0d", "0s", "2020-01-01T00:00:00Z"])
 def test_keys_create_refuses_a_key_that_would_never_work(
     config: Path, capsys: pytest.CaptureFixture[str], expires: str
 ):
-    code, out, err = run(
-        capsys,
-        "keys",
-        "create",
-        "--workspace",
-        "acme",
-        "--name",
-        "ci",
-        "--expires",
-        expires,
-        "-c",
-        str(config),
-    )
+    code, out, err = create_expiring(capsys, config, expires)
     assert code == 1
     assert err.strip() == "error: --expires must be in the future"
     assert "sk-" not in out  # no key was printed, none was stored
@@ -250,22 +243,7 @@ def test_keys_create_refuses_a_key_that_would_never_work(
 def test_keys_create_with_a_duration_expires_that_far_ahead(
     config: Path, capsys: pytest.CaptureFixture[str]
 ):
-    assert (
-        run(
-            capsys,
-            "keys",
-            "create",
-            "--workspace",
-            "acme",
-            "--name",
-            "ci",
-            "--expires",
-            "30d",
-            "-c",
-            str(config),
-        )[0]
-        == 0
-    )
+    assert create_expiring(capsys, config, "30d")[0] == 0
     _, listed, _ = run(capsys, "keys", "list", "--json", "-c", str(config))
     (key,) = json.loads(listed)["data"]
     assert key["status"] == "active" and key["expires_at"] > key["created_at"]
