@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from concord.config.model import json_schema
+from concord.config.schema import without_variable_spelling
 
 OUTPUT = Path(__file__).with_name("configuration.md")
 OPAQUE = {"When", "MatchValue"}
@@ -43,7 +44,7 @@ Value forms used below:
 
 
 def render() -> str:
-    schema = json_schema()
+    schema = without_variable_spelling(json_schema())  # types as the model reads them
     defs = schema["$defs"]
     required = set(schema.get("required", []))
     parts = [INTRO]

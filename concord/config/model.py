@@ -57,6 +57,7 @@ STATE_URL_PATTERN = r"^(redis|rediss|unix)://"
 DATABASE_URL_PATTERN = r"^(sqlite(\+\w+)?://(/.*)?|postgres(ql)?(\+\w+)?://.+)$"
 # `${VAR}` as an editor sees it, before expansion: the shipped configs template storage URLs.
 ENV_REFERENCE = r"\$\{"
+WHOLE_ENV_REFERENCE = r"^\$\{[^{}]+\}$"  # a value written as one reference, `${PORT:-8080}`
 # A superset of the strings pydantic reads as a datetime: ISO 8601, or Unix time in digits.
 DATETIME_PATTERN = r"^(\d{4}-\d{2}-\d{2}([Tt_ ].+)?|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)$"
 
@@ -630,9 +631,31 @@ class Config(Stored):
     )
 
 
+# Marks a number or flag that may also be written as a `${VAR}` reference: an editor checks the
+# file before variables are filled in (`port: ${PORT:-8080}`); `load()` checks it after, so the
+# schema layer there drops the allowance (config/schema.py).
+TEMPLATABLE = "concord:templatable"
+_TEMPLATED_TYPES = frozenset({"integer", "number", "boolean"})
+
+
+def _templatable(node: Any) -> Any:
+    """Every number or flag of the schema also accepts a whole `${VAR}` reference (the string
+    branch `pattern` alone constrains: JSON Schema applies it to strings only)."""
+    if isinstance(node, list):
+        return [_templatable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _templatable(value) for key, value in node.items()}
+    kind = node.get("type")
+    kinds = [kind] if isinstance(kind, str) else kind
+    if isinstance(kinds, list) and "string" not in kinds and _TEMPLATED_TYPES.intersection(kinds):
+        out.update({"type": [*kinds, "string"], "pattern": WHOLE_ENV_REFERENCE, TEMPLATABLE: True})
+    return out
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (2020-12) of concord.yaml, generated from the models above."""
-    schema = _link_when(Config.model_json_schema(mode="validation"))
+    schema = _templatable(_link_when(Config.model_json_schema(mode="validation")))
     schema.setdefault("$defs", {}).update(SCHEMA_EXTRA_DEFS)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

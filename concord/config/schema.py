@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from concord.config.errors import Diagnostic, did_you_mean, dotted
-from concord.config.model import SEMANTIC, json_schema
+from concord.config.model import SEMANTIC, TEMPLATABLE, json_schema
 from concord.config.source import Source, TreePath, is_secret_path
 from concord.config.values import DURATION_PATTERN, SIZE_PATTERN
 
@@ -76,7 +76,8 @@ def validator() -> Draft202012Validator:
 
 
 def without_semantic_rules(node: Any) -> Any:
-    """`node` without its `allOf` entries marked SEMANTIC.
+    """`node` without its `allOf` entries marked SEMANTIC, and its numbers and flags without
+    the `${VAR}` spelling an editor must allow (values are expanded before this check).
 
     pydantic, config/checks.py or the `when` compiler reports each of those rules with a message
     and hint of its own, and only runs once the schema passes: left in, they would replace those
@@ -86,11 +87,31 @@ def without_semantic_rules(node: Any) -> Any:
         return [without_semantic_rules(item) for item in node]
     if not isinstance(node, dict):
         return node
+    node = _untemplated(node)  # after expansion a number is a number again: type errors stay
     out = {key: without_semantic_rules(value) for key, value in node.items() if key != "allOf"}
     kept = [rule for rule in node.get("allOf", ()) if not _is_semantic(rule)]
     if kept:
         out["allOf"] = without_semantic_rules(kept)
     return out
+
+
+def without_variable_spelling(node: Any) -> Any:
+    """`node` with its numbers and flags as the config's model types them (the reference)."""
+    if isinstance(node, list):
+        return [without_variable_spelling(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {key: without_variable_spelling(value) for key, value in _untemplated(node).items()}
+
+
+def _untemplated(node: dict[str, Any]) -> dict[str, Any]:
+    """A TEMPLATABLE node without the `${VAR}` string it also allows."""
+    if not node.get(TEMPLATABLE):
+        return node
+    plain = {key: value for key, value in node.items() if key not in (TEMPLATABLE, "pattern")}
+    kinds = [kind for kind in node["type"] if kind != "string"]
+    plain["type"] = kinds[0] if len(kinds) == 1 else kinds
+    return plain
 
 
 def _is_semantic(rule: Any) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -279,6 +280,37 @@ def test_shipped_configs_pass_the_printed_schema(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "policies").glob("*.yaml")), ids=lambda p: p.name)
 def test_policy_files_pass_the_printed_schema(path: Path) -> None:
     assert schema_accepts({**BASE, **_yaml(path)})
+
+
+def test_numbers_and_flags_written_as_variables_pass_the_printed_schema(tmp_path: Path) -> None:
+    """An editor sees `port: ${PORT:-8090}` before it is expanded; validate after."""
+    text = textwrap.dedent(
+        """\
+        version: 1
+        server:
+          port: ${QA_PORT:-8090}
+          max_body: ${QA_BODY:-1048576}
+          log_bodies: ${QA_LOG_BODIES:-false}
+        providers:
+          demo: {type: mock}
+        models:
+          m: {targets: [demo/m]}
+        """
+    )
+    path = tmp_path / "concord.yaml"
+    path.write_text(text, encoding="utf-8")
+    document = _yaml(path)
+    assert document["server"]["port"] == "${QA_PORT:-8090}"
+    assert schema_accepts(document), [e.message for e in printed().iter_errors(document)]
+    assert not schema_accepts({**document, "server": {"port": "8090"}})  # text is not a number
+    assert not schema_accepts({**document, "server": {"port": "${A} ${B}"}})
+
+
+def test_validate_checks_numbers_after_expansion_as_before() -> None:
+    """The `${VAR}` allowance is the editor's: the schema validate uses has none of it."""
+    assert model.TEMPLATABLE in schema_text()
+    assert model.TEMPLATABLE not in json.dumps(validator().schema)
+    assert not validator().is_valid({**BASE, "server": {"port": "${PORT}"}})
 
 
 # --- the two schemas -----------------------------------------------------------------------------
