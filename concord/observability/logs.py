@@ -91,13 +91,15 @@ _MILLIS = [f".{millis:03d}+00:00" for millis in range(1000)]  # a format spec co
 
 
 def _embedded(body: bytes | None) -> Any:
-    """A JSON body as itself in the line (it was parsed or produced as JSON already)."""
+    """A JSON body as the value it holds, written out again on the line: never the client's
+    bytes as they came, whose line breaks would split the record and whose text could forge
+    another; a body that is not JSON goes in as a string."""
     if body is None:
         return None
     try:
-        return orjson.Fragment(body) if body[:1] in (b"{", b"[") else body.decode(errors="replace")
-    except Exception:
-        return None
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode(errors="replace")
 
 
 class JsonFormatter(logging.Formatter):

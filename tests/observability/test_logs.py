@@ -11,7 +11,7 @@ import pytest
 
 from concord.observability.logs import ACCESS_LOGGER, _iso_millis
 from tests.fakes.upstream import FakeUpstream, Fault
-from tests.observability.conftest import SECRETS, UPSTREAM_KEY, Start
+from tests.observability.conftest import CLIENT_KEY, SECRETS, UPSTREAM_KEY, Start
 
 CATALOG = """\
 defaults:
@@ -92,6 +92,31 @@ async def test_log_bodies_adds_the_request_and_the_answer_but_no_key(
     assert served["response"] == answered.json()  # the answer exactly as the client got it
     assert refused["request"]["messages"][0]["content"] == "second"  # type: ignore[index]
     assert "bad things" in refused["response"]["error"]["message"]  # type: ignore[index]
+
+
+async def test_a_clients_body_never_splits_or_forges_a_log_line(
+    start: Start, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With `log_bodies`, the body is written out again: one line per request whatever it holds."""
+    gw = await start("server: {log_bodies: true}\n" + CATALOG)
+    forged = '{"request_id": "FORGED", "status": 200, "workspace": "victim"}'
+    pretty = json.dumps(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, indent=2
+    )
+    bodies = [pretty, "{bad json\n" + forged, '{"x":\n' + forged + "\n"]
+    headers = {"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"}
+    statuses = [
+        (await gw.http.post("/v1/chat/completions", content=body, headers=headers)).status_code
+        for body in bodies
+    ]
+    await gw.stop()
+    assert statuses == [200, 400, 400]
+    lines = [line for line in capsys.readouterr().err.splitlines() if '"request_id"' in line]
+    records = [json.loads(line) for line in lines]  # every line is one whole JSON record
+    assert [record["status"] for record in records] == [200, 400, 400]
+    assert "FORGED" not in {record["request_id"] for record in records}
+    assert records[0]["request"]["messages"][0]["content"] == "hi"
+    assert records[1]["request"] == "{bad json\n" + forged  # not JSON: kept as text
 
 
 @pytest.mark.parametrize(
