@@ -194,7 +194,7 @@ class AttemptRunner:
         breakers = self.runtime.breakers
         headers = _forwarded(job.ctx.headers, provider)
         outcome = _Outcome()
-        reshaped = False
+        reshaped = reshaped_now = False
         tries = 0
         while tries < attempt.tries:
             remaining = job.deadline - time.monotonic()
@@ -205,6 +205,9 @@ class AttemptRunner:
             if not breakers.admit(target):
                 trail.append(f"{target}: circuit_open")
                 return outcome
+            if tries and not reshaped_now:
+                self.observer.retried(attempt)  # counted once the retry is really made
+            reshaped_now = False
             tries += 1
             outcome.calls += 1
             started = time.monotonic()
@@ -228,6 +231,7 @@ class AttemptRunner:
                     return outcome
                 body, reshaped = smaller, True
                 tries -= 1  # SPEC §2.5.1: the reshaped request is retried once more
+                reshaped_now = True  # a second try of the same call, not a retry
                 continue
             except UpstreamError as error:
                 self._failed(target, error, decision)
@@ -241,7 +245,6 @@ class AttemptRunner:
                 delay = self._delay(decision.retry, tries, error.retry_after)
                 if delay >= job.deadline - time.monotonic():
                     return outcome  # SPEC §2.5: Retry-After capped by the total deadline
-                self.observer.retried(attempt)
                 await self.sleep(delay)
                 continue
             except BaseException:

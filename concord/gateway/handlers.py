@@ -157,6 +157,8 @@ class Call:
         if self.spent:  # summaries made on the way: paid for upstream however the request ended
             usage, cost = charged(usage, cost, self.spent, self.graph.models)
         ctx = self.ctx
+        # a request that failed after routing counts against the model it was routed to
+        decided = self.decision.model if self.decision is not None else None
         return UsageRecord(
             request_id=self.request_id,
             time=self.wall,
@@ -165,7 +167,7 @@ class Call:
             key_id=principal.key_id if principal else None,
             user=ctx.user if ctx else (principal.user if principal else None),
             requested_model=ctx.model if ctx else "",
-            model=served.attempt.model if served else (hit.model if hit else None),
+            model=served.attempt.model if served else (hit.model if hit else decided),
             provider=served.attempt.target.provider if served else (hit.provider if hit else None),
             target=served.attempt.target.id if served else None,
             route=self.decision.route if self.decision else None,

@@ -90,6 +90,32 @@ async def test_errors_are_counted_without_unbounded_labels(start: Start) -> None
     assert value(samples, "concord_requests_total", status="404", **unrouted) == 1
 
 
+async def test_a_retry_an_open_circuit_stops_is_not_counted(
+    start: Start, upstream: FakeUpstream
+) -> None:
+    gw = await start(CATALOG.replace("failures: 2", "failures: 1"))
+    upstream.script("fragile", [Fault(status=503)])
+    response = await gw.chat(model="fragile")  # opens at once: the retry never happens
+    assert response.status_code == 200 and response.headers["x-concord-model"] == "gpt-4o"
+    samples = await gw.metrics()
+    failed = {"provider": "up", "target": "up/fragile", "result": "error"}
+    assert value(samples, "concord_upstream_requests_total", **failed) == 1
+    assert value(samples, "concord_retries_total", target="up/fragile") == 0
+
+
+async def test_a_request_that_fails_after_routing_counts_against_its_model(
+    start: Start, upstream: FakeUpstream
+) -> None:
+    """Per-model error rates: the upstream failed, but the request was routed to gpt-4o."""
+    gw = await start(CATALOG)
+    upstream.script("gpt-4o", [Fault(status=500)] * 3)
+    response = await gw.chat()
+    assert response.status_code == 502 and response.headers["x-concord-model"] == "gpt-4o"
+    samples = await gw.metrics()
+    failed = {"route": "none", "model": "gpt-4o", "provider": "none", "status": "502"}
+    assert value(samples, "concord_requests_total", **failed) == 1
+
+
 async def test_config_reloads_are_counted_by_result(start: Start) -> None:
     gw = await start(CATALOG)
     gw.path.write_text(gw.path.read_text() + "\nnot: [valid\n", encoding="utf-8")
