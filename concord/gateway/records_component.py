@@ -16,9 +16,9 @@ every `retry_interval` until it can finish the start-up steps; the writer then r
 
 The journal is a directory of JSON-lines files holding records the database did not take yet:
 `$CONCORD_JOURNAL_DIR` when set, else `<database file>.usage-journal/` for a SQLite file, else
-`<config dir>/.concord-journal/` (PostgreSQL, in-memory SQLite), or, when the config directory is
-read-only (a mounted ConfigMap), a directory under the system's temporary directory named after
-it. Processes on one host may share it.
+`<config dir>/.concord-journal/` (PostgreSQL, in-memory SQLite), or, when that directory cannot be
+written (a mounted ConfigMap, a database path on a read-only disk), a directory under the
+system's temporary directory named after it. Processes on one host may share it.
 """
 
 from __future__ import annotations
@@ -77,16 +77,17 @@ def journal_dir(database_url: str, base_dir: Path, env: Mapping[str, str] = os.e
     resolved = resolve_url(database_url, base_dir=base_dir)
     if resolved.dialect == "sqlite" and not resolved.memory and resolved.url.database:
         path = Path(resolved.url.database)
-        return path.with_name(path.name + ".usage-journal")
-    beside = base_dir / JOURNAL_DIRNAME
-    if _writable(beside) or (not beside.exists() and _writable(base_dir)):
+        beside = path.with_name(path.name + ".usage-journal")
+    else:
+        beside = base_dir / JOURNAL_DIRNAME
+    if _writable(beside) or (not beside.exists() and _can_create(beside.parent)):
         return beside
-    # a read-only config directory: records kept on this host, one directory per config place
-    digest = hashlib.sha256(str(base_dir).encode()).hexdigest()[:12]
+    # a read-only directory: records kept on this host, one journal per place it stood for
+    digest = hashlib.sha256(str(beside).encode()).hexdigest()[:12]
     fallback = Path(tempfile.gettempdir()) / f"concord-journal-{digest}"
     log.warning(
-        "%s is read-only: the usage journal goes to %s (set %s to choose)",
-        base_dir,
+        "%s cannot be written: the usage journal goes to %s (set %s to choose)",
+        beside.parent,
         fallback,
         JOURNAL_ENV,
     )
@@ -95,6 +96,14 @@ def journal_dir(database_url: str, base_dir: Path, env: Mapping[str, str] = os.e
 
 def _writable(directory: Path) -> bool:
     return directory.is_dir() and os.access(directory, os.W_OK | os.X_OK)
+
+
+def _can_create(directory: Path) -> bool:
+    """Whether `directory` is there to write in or can be made (its nearest existing parent
+    takes new entries)."""
+    while not directory.exists() and directory.parent != directory:
+        directory = directory.parent
+    return _writable(directory)
 
 
 class Records:

@@ -22,8 +22,9 @@ Endpoints: POST /v1/chat/completions, /v1/completions, /v1/embeddings (OpenAI; b
 Default behaviour is the mock provider's (`concord.providers.mock`): reply `Echo: <last user
 text>`, a tool call when `tool_choice` forces one, tokens = whitespace-separated words of the
 input and of the reply, so tests can assert exact usage. It answers one choice whatever `n`
-says (the mock answers `n`): a test of several choices drives the mock. `up.script(key, [...])` queues one
-`Fault` per call for requests whose model (or Azure deployment) or path equals `key` ("*" = any).
+says (the mock answers `n`): a test of several choices drives the mock. `up.script(key, [...])`
+queues one `Fault` per call for requests whose model (or Azure deployment) or path equals `key`
+("*" = any).
 """
 
 from __future__ import annotations

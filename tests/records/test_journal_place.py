@@ -38,3 +38,12 @@ def test_a_config_directory_that_cannot_hold_it_sends_it_to_the_temporary_direct
     assert place.name.startswith("concord-journal-")
     assert place == journal_dir(POSTGRES, tmp_path, {})  # the same place after a restart
     assert JOURNAL_ENV in caplog.text and "p@" not in caplog.text
+
+
+def test_a_sqlite_file_in_a_directory_that_cannot_hold_it_journals_to_the_temporary_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "usage.db.usage-journal").write_text("in the way")
+    place = journal_dir("sqlite:///usage.db", tmp_path, {})
+    assert place.parent == Path(tempfile.gettempdir())
+    assert place != journal_dir(POSTGRES, tmp_path, {})  # one journal per place it stood for
