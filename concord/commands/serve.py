@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from concord.gateway.app import CONFIG_ENV, create_app_from_graph
     from concord.gateway.assemble import assemble
     from concord.observability.logs import LEVEL_ENV
-    from concord.observability.metrics import prepare_multiprocess_dir
+    from concord.observability.metrics import prepare_multiprocess_dir, remove_own_multiprocess_dir
 
     path = str(Path(config_path(args.config)).absolute())
     try:
@@ -103,11 +103,14 @@ def run(args: argparse.Namespace) -> int:
         from concord.commands.supervisor import serve_workers
 
         os.environ[CONFIG_ENV] = path
-        prepare_multiprocess_dir()  # SPEC §7: every worker's metrics in one fresh directory
+        metrics_dir = prepare_multiprocess_dir()  # SPEC §7: every worker's metrics in one place
         config = uvicorn.Config(
             "concord.gateway.app:app_from_env", factory=True, workers=args.workers, **options
         )
-        serve_workers(config)
+        try:
+            serve_workers(config)
+        finally:
+            remove_own_multiprocess_dir(metrics_dir)
     else:
         seams = assemble(graph, path, None)  # reload watcher, admin API... (as `create_app`)
         uvicorn.run(create_app_from_graph(graph, config_path=path, **seams), **options)

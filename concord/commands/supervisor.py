@@ -17,6 +17,8 @@ import signal
 from uvicorn import Config
 from uvicorn.supervisors import Multiprocess
 
+from concord.observability.metrics import forget_worker
+
 
 class ReloadingSupervisor(Multiprocess):
     """uvicorn's `Multiprocess`; SIGHUP is passed on to the workers, never restarts them, and the
@@ -30,6 +32,15 @@ class ReloadingSupervisor(Multiprocess):
         for sock in self.sockets:
             sock.close()
         super().terminate_all()
+
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn replaces a worker that died; its live gauges (circuit state, config version)
+        are dropped with it, or the scrape would go on reporting them."""
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                forget_worker(pid)
 
     def handle_hup(self) -> None:
         for process in self.processes:

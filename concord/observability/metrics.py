@@ -48,16 +48,29 @@ def prepare_multiprocess_dir() -> str:
     """Give the workers about to start one fresh, empty metrics directory (call before forking).
 
     An operator-chosen PROMETHEUS_MULTIPROC_DIR is emptied (stale files from a previous run would
-    add old counts to the new one); otherwise a new temporary directory is created.
+    add old counts to the new one); otherwise a new temporary directory is created, which
+    `remove_own_multiprocess_dir` deletes when the workers are done.
     """
     chosen = multiprocess_dir()
     if chosen:
         shutil.rmtree(chosen, ignore_errors=True)
         os.makedirs(chosen, exist_ok=True)
     else:
-        chosen = tempfile.mkdtemp(prefix="concord-metrics-")
+        chosen = tempfile.mkdtemp(prefix=_OWN_DIR_PREFIX)
         os.environ[MULTIPROC_ENV] = chosen
     return chosen
+
+
+_OWN_DIR_PREFIX = "concord-metrics-"
+
+
+def remove_own_multiprocess_dir(directory: str) -> None:
+    """Delete the metrics directory `prepare_multiprocess_dir` made; one an operator chose stays
+    (it may be watched, or mounted)."""
+    if os.path.basename(directory).startswith(_OWN_DIR_PREFIX) and os.path.dirname(
+        directory
+    ) == os.path.normpath(tempfile.gettempdir()):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # The families every request updates (see tallies.py for why they are kept apart).
@@ -304,11 +317,17 @@ class Metrics:
 
     def process_exited(self) -> None:
         """Drop this worker's live gauges so a stopped worker stops reporting circuit state."""
-        directory = multiprocess_dir()
-        if directory is not None:
-            from prometheus_client import multiprocess
+        forget_worker(os.getpid())
 
-            multiprocess.mark_process_dead(os.getpid(), directory)
+
+def forget_worker(pid: int) -> None:
+    """Drop the live gauges of worker `pid` (it stopped, or died and was replaced): what it
+    reported (an open circuit, a config version) must not outlive it. Its counts stay."""
+    directory = multiprocess_dir()
+    if directory is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, directory)
 
 
 def _cache_result(record: UsageRecord) -> str | None:

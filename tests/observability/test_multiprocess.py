@@ -7,7 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from concord.observability.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+import pytest
+
+from concord.observability.metrics import (
+    MULTIPROC_ENV,
+    prepare_multiprocess_dir,
+    remove_own_multiprocess_dir,
+)
 
 WORKER = """
 import sys
@@ -58,3 +64,17 @@ def test_without_a_directory_a_fresh_one_is_created(monkeypatch) -> None:  # typ
     directory = prepare_multiprocess_dir()
     assert os.environ[MULTIPROC_ENV] == directory and os.listdir(directory) == []
     os.rmdir(directory)
+
+
+def test_only_the_directory_concord_made_is_removed_after_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MULTIPROC_ENV, "")
+    monkeypatch.delenv(MULTIPROC_ENV)
+    made = prepare_multiprocess_dir()
+    remove_own_multiprocess_dir(made)
+    assert not os.path.exists(made)
+    chosen = tmp_path / "concord-metrics-mine"  # an operator's, whatever its name
+    chosen.mkdir()
+    remove_own_multiprocess_dir(str(chosen))
+    assert chosen.is_dir()

@@ -353,3 +353,30 @@ def test_with_workers_a_stopping_server_refuses_new_connections_while_streams_fi
         assert server.process.wait(15) == 0
     finally:
         upstream.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker pids from /proc")
+def test_a_dead_workers_gauges_go_with_it(
+    serve: StartServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §7 under `--workers`: a worker killed and replaced stops reporting its live gauges
+    (an open circuit, the config version it served), or alerts on them would never clear."""
+    metrics = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics))  # where the workers write
+
+    def live_gauges(pid: int) -> list[str]:
+        return [p.name for p in metrics.glob(f"gauge_live*_{pid}.db")]
+
+    server = serve(workers=2)
+    supervisor = server.process.pid
+    assert eventually(lambda: len(_children(supervisor)) == 2, timeout=45)
+    victim = min(_children(supervisor))
+    assert eventually(lambda: bool(live_gauges(victim)), timeout=30)
+    os.kill(victim, signal.SIGKILL)
+    assert eventually(
+        lambda: len(_children(supervisor)) == 2 and victim not in _children(supervisor),
+        timeout=45,
+    )
+    assert eventually(lambda: not live_gauges(victim), timeout=10), live_gauges(victim)
+    server.stop()
+    assert metrics.is_dir()  # a directory the operator chose is theirs: it stays
