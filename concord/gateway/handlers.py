@@ -358,14 +358,16 @@ async def _replay(state: GatewayState, call: Call, body: dict) -> Response:
         output_tokens=int(hit.usage.get("output_tokens", 0)),
         cached_tokens=int(hit.usage.get("cached_tokens", 0)),
     )
-    if call.request_body is not None:
-        call.response_body = content
-    _finish(state, call, call.record(200, usage))
     if call.ctx.stream and call.endpoint != "embeddings" and parsed is not None:
         events = replay_stream(call.endpoint, parsed, include_usage=_include_usage(body))
+        # recorded as any stream is: its first byte leaves now, and no body is logged for it
+        _finish(state, call, call.record(200, usage, first_byte_at=time.monotonic()))
         headers = call.headers()
         headers.update(SSE_HEADERS)
         return Response(events, 200, headers, media_type="text/event-stream")
+    if call.request_body is not None:
+        call.response_body = content
+    _finish(state, call, call.record(200, usage))
     return JSONAnswer.raw(content, 200, call.raw_headers())
 
 

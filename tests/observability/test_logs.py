@@ -119,6 +119,21 @@ async def test_a_clients_body_never_splits_or_forges_a_log_line(
     assert records[1]["request"] == "{bad json\n" + forged  # not JSON: kept as text
 
 
+async def test_a_cache_hit_replayed_as_a_stream_is_logged_as_a_stream(
+    start: Start, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = await start("server: {log_bodies: true}\n" + CATALOG)
+    assert (await gw.chat(temperature=0)).headers["x-concord-cache"] == "miss"
+    replayed = await gw.chat(temperature=0, stream=True)
+    assert replayed.headers["x-concord-cache"] == "hit"
+    assert replayed.text.rstrip().endswith("data: [DONE]")
+    await gw.stop()
+    _, hit = access_lines(capsys.readouterr().err)
+    assert hit["cache"] == "hit" and hit["stream"] is True
+    assert isinstance(hit["ttft_ms"], float) and hit["ttft_ms"] >= 0
+    assert hit["response"] is None  # as for any stream: the events are not logged
+
+
 @pytest.mark.parametrize(
     "epoch",
     [1764106326.0, 1764106326.0004999, 1764106326.0005, 1764106326.9995, 1764106326.9999996, 0.5],
