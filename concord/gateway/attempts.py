@@ -149,6 +149,11 @@ class AttemptRunner:
 
     async def run(self, job: Job) -> Served:
         attempts = job.decision.attempts
+        routed = job.decision.model
+        if attempts and attempts[0].model != routed and routed is not None:
+            # the routed model's targets were left out when deciding (open circuits, a window
+            # too small): the request moves to a fallback all the same
+            self.observer.fell_back(routed, attempts[0].model)
         trail: list[str] = []
         calls = 0
         last: Exception | None = None

@@ -77,6 +77,12 @@ async def test_retries_fallbacks_and_open_circuits_are_counted(
     served = {"route": "none", "model": "gpt-4o", "provider": "up", "status": "200"}
     assert value(samples, "concord_requests_total", **served) == 1
 
+    # the circuit is open now: the next request goes straight to the fallback, a move too
+    assert (await gw.chat(model="fragile")).headers["x-concord-model"] == "gpt-4o"
+    samples = await gw.metrics()
+    assert value(samples, "concord_fallbacks_total", **moves) == 2
+    assert value(samples, "concord_upstream_requests_total", **failed) == 2
+
 
 async def test_errors_are_counted_without_unbounded_labels(start: Start) -> None:
     gw = await start(CATALOG)
