@@ -4,6 +4,10 @@
 StreamingResponse because the gateway must know how a stream ended: it watches for the client's
 disconnect, and whatever happens (end, upstream failure, disconnect, shutdown) it closes the
 upstream stream and runs the request's `on_close` exactly once (usage record, concurrency slot).
+
+A stream whose upstream ended it with an error event of its own gets no second error event from
+the gateway: the relay already gave the client that one, in the client's format. The request is
+still recorded as failed (502, the transport's error kind).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from starlette.types import Receive, Scope, Send
 
 from concord.gateway.bridge import Relay
 from concord.gateway.errors import ClientWire, GatewayError, UpstreamFailed
-from concord.providers.base import UpstreamError, UpstreamStream
+from concord.providers.base import SSEEvent, UpstreamError, UpstreamStream
+from concord.providers.sse import is_error_event
 from concord.translate.anthropic_openai import error_message
 
 JSON_TYPE = "application/json"
@@ -137,6 +142,7 @@ class EventStreamResponse:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         relay = self.relay
+        event: SSEEvent | None = None  # the last upstream event relayed, once the loop is over
         try:
             async for event in self.upstream:
                 yield relay.feed(event)
@@ -145,6 +151,8 @@ class EventStreamResponse:
             # SPEC §2.5: after the first byte there is no failover; the client gets an error event.
             self.state.status = 502
             self.state.error = error.kind
+            if event is not None and is_error_event(event):
+                return  # the upstream's own error event, relayed in the client's format, ends it
             detail = error_message(error.body) if error.body is not None else error.message
             yield UpstreamFailed(f"The upstream stream failed: {detail}").sse(self.wire)
 

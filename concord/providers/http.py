@@ -17,7 +17,9 @@ arrive: a clean close before any choice finished (or, for Anthropic, before `mes
 a dropped connection at any point. A 200 stream whose
 first event is an error (Anthropic's `event: error`, OpenAI's `data: {"error": ...}`) raises the
 `UpstreamStatusError` that error stands for from `stream()` itself, so it can still fail over;
-an error event later on reaches the client.
+an error event later on reaches the client and is the stream's last word: the close after it
+raises `UpstreamConnectionError` (even after a finished choice), and the gateway, seeing the
+error was the last event relayed, adds no second one (`concord.gateway.respond`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from concord.providers.base import (
     Wire,
 )
 from concord.providers.keys import COOLING_STATUSES, KeyRing
-from concord.providers.sse import SSEParser
+from concord.providers.sse import SSEParser, is_error_event
 from concord.translate.anthropic_openai import error_message, is_context_length_message
 
 T = TypeVar("T")
@@ -448,6 +450,7 @@ class HTTPStream:
         self._response.close()
 
     async def _iterate(self) -> AsyncIterator[SSEEvent]:
+        event: SSEEvent | None = None  # the last event yielded, once the loop is over
         try:
             while True:
                 events, self._pending = self._pending, []
@@ -459,8 +462,7 @@ class HTTPStream:
                         self._watch_finish = False
                     yield event
                 if self._eof:
-                    # a clean end after a finished choice is complete without `[DONE]`
-                    self._complete = self._complete or (self._finished and not self._closed)
+                    self._complete = self._complete or self._ended_cleanly(event)
                     break
                 self._pending = await self._read()
         finally:
@@ -470,6 +472,13 @@ class HTTPStream:
                 self._response.close()
         if not self._complete and not self._closed:
             raise UpstreamConnectionError(f"{self._provider}: stream ended before completion")
+
+    def _ended_cleanly(self, last: SSEEvent | None) -> bool:
+        """A clean close after a finished choice is complete without `[DONE]`, unless the
+        upstream's last word was an error event: that stream failed."""
+        if not self._finished or self._closed:
+            return False
+        return last is not None and not is_error_event(last)
 
     async def _read(self) -> list[SSEEvent]:
         try:

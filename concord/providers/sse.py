@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import codecs
 
+import orjson
+
 from concord.providers.base import SSEEvent
 
 
@@ -90,3 +92,22 @@ def encode_event(event: SSEEvent) -> bytes:
     head = f"event: {event.event}\n" if event.event else ""
     body = "".join(f"data: {line}\n" for line in event.data.split("\n"))
     return (head + body + "\n").encode()
+
+
+def is_error_event(event: SSEEvent) -> bool:
+    """Whether an upstream event reports an error: Anthropic's `event: error` (or a
+    `{"type": "error"}` payload), OpenAI's `data: {"error": {...}}`.
+
+    Meant for a stream's last event, not every chunk: only an event that names `error` or
+    carries the `"error"` key is parsed."""
+    if event.event == "error":
+        return True
+    if '"error"' not in event.data:
+        return False
+    try:
+        payload = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(payload, dict) and (
+        payload.get("type") == "error" or bool(payload.get("error"))
+    )

@@ -25,7 +25,14 @@ from concord.translate.anthropic_openai import (
     openai_completion_id,
     openai_error_to_anthropic,
 )
-from concord.translate.usage import Usage, usage_from_anthropic, usage_from_openai
+from concord.translate.usage import (
+    Usage,
+    anthropic_usage_dict,
+    merge_anthropic_usage,
+    openai_usage_dict,
+    usage_from_anthropic,
+    usage_from_openai,
+)
 
 JSON = dict[str, Any]
 DONE = SSEEvent(data="[DONE]")
@@ -99,9 +106,8 @@ class OpenAIToAnthropicStream:
         out += self._close_block()
         stop = OPENAI_TO_ANTHROPIC_STOP.get(self._finish_reason or "stop", "end_turn")
         usage: JSON = {"output_tokens": self.usage.output_tokens}
-        if self._saw_usage:
-            usage["input_tokens"] = max(self.usage.input_tokens - self.usage.cached_tokens, 0)
-            usage["cache_read_input_tokens"] = self.usage.cached_tokens
+        if self._saw_usage:  # cumulative totals, as Anthropic's own message_delta carries them
+            usage = anthropic_usage_dict(self.usage)
         out.append(
             _anthropic_event(
                 {
@@ -126,7 +132,12 @@ class OpenAIToAnthropicStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": self._input_hint, "output_tokens": 0},
+            "usage": {
+                "input_tokens": self._input_hint,
+                "output_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
         }
         return [_anthropic_event({"type": "message_start", "message": message})]
 
@@ -183,12 +194,13 @@ class AnthropicToOpenAIStream:
         self.include_usage = include_usage
         self.legacy_functions = legacy_functions
         self.usage = Usage()
-        self._raw_usage: dict[str, int] = {}
+        self._raw_usage: dict[str, Any] = {}
         self._id = openai_completion_id(None)
         self._created = int(time.time())
         self._started = False
         self._finished = False
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_call index
+        self._no_arguments: set[int] = set()  # tool_use blocks (by index) with no JSON yet
         self._finish_reason = "stop"
 
     def feed(self, event: SSEEvent) -> list[SSEEvent]:
@@ -211,6 +223,8 @@ class AnthropicToOpenAIStream:
             out += self._block_start(payload)
         elif kind == "content_block_delta":
             out += self._block_delta(payload)
+        elif kind == "content_block_stop":
+            out += self._block_stop(payload)
         elif kind == "message_delta":
             stop = (payload.get("delta") or {}).get("stop_reason")
             if stop:
@@ -231,23 +245,15 @@ class AnthropicToOpenAIStream:
         out.append(self._chunk({}, finish_reason=finish_reason))
         if self.include_usage:
             usage_chunk = self._envelope([])
-            usage_chunk["usage"] = {
-                "prompt_tokens": self.usage.input_tokens,
-                "completion_tokens": self.usage.output_tokens,
-                "total_tokens": self.usage.total_tokens,
-                "prompt_tokens_details": {"cached_tokens": self.usage.cached_tokens},
-            }
+            usage_chunk["usage"] = openai_usage_dict(self.usage)
             out.append(SSEEvent(data=_dumps(usage_chunk)))
         out.append(DONE)
         return out
 
     def _record_usage(self, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
-        for name, value in usage.items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                self._raw_usage[name] = value  # message_delta totals overwrite (cumulative)
-        self.usage = usage_from_anthropic(self._raw_usage)
+        if isinstance(usage, dict):
+            merge_anthropic_usage(self._raw_usage, usage)
+            self.usage = usage_from_anthropic(self._raw_usage)
 
     def _start(self) -> list[SSEEvent]:
         if self._started:
@@ -278,13 +284,14 @@ class AnthropicToOpenAIStream:
         if block.get("type") != "tool_use":
             return []
         position = len(self._tools)
+        if self.legacy_functions and position:
+            return []  # `function_call` is one call: later ones have no legacy form
+        index = payload.get("index", 0)
+        self._tools[index] = position
+        self._no_arguments.add(index)
         if self.legacy_functions:
-            if position:
-                return []  # `function_call` is one call: later ones have no legacy form
-            self._tools[payload.get("index", 0)] = position
             function = {"name": block.get("name"), "arguments": ""}
             return [self._chunk({"function_call": function})]
-        self._tools[payload.get("index", 0)] = position
         call = {
             "index": position,
             "id": block.get("id"),
@@ -298,11 +305,26 @@ class AnthropicToOpenAIStream:
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-            position = self._tools.get(payload.get("index", 0))
+            index = payload.get("index", 0)
+            position = self._tools.get(index)
             if position is None:
                 return []
-            if self.legacy_functions:
-                return [self._chunk({"function_call": {"arguments": delta["partial_json"]}})]
-            call = {"index": position, "function": {"arguments": delta["partial_json"]}}
-            return [self._chunk({"tool_calls": [call]})]
+            self._no_arguments.discard(index)
+            return [self._arguments(position, delta["partial_json"])]
         return []  # thinking, signatures and citations have no OpenAI form
+
+    def _block_stop(self, payload: JSON) -> list[SSEEvent]:
+        """A call without parameters streams no JSON (or only `""`): OpenAI's `arguments` are
+        then `"{}"`, as the non-streamed translation gives and as OpenAI itself sends."""
+        index = payload.get("index", 0)
+        if index not in self._no_arguments:
+            return []
+        self._no_arguments.discard(index)
+        return [self._arguments(self._tools[index], "{}")]
+
+    def _arguments(self, position: int, text: str) -> SSEEvent:
+        """One piece of a call's `arguments`, as a tool call or a legacy `function_call`."""
+        if self.legacy_functions:
+            return self._chunk({"function_call": {"arguments": text}})
+        call = {"index": position, "function": {"arguments": text}}
+        return self._chunk({"tool_calls": [call]})

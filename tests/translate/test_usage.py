@@ -38,7 +38,9 @@ def test_anthropic_usage_adds_cache_reads_and_writes_to_input():
             "cache_creation_input_tokens": 20,
         }
     }
-    assert usage_from_anthropic(body) == Usage(input_tokens=110, output_tokens=5, cached_tokens=80)
+    assert usage_from_anthropic(body) == Usage(
+        input_tokens=110, output_tokens=5, cached_tokens=80, cache_write_tokens=20
+    )
 
 
 def test_missing_usage_is_zero():
