@@ -122,6 +122,7 @@ class Served:
     stream: UpstreamStream | None = None
     calls: int = 0
     trail: list[str] = field(default_factory=list)
+    opened_in: float = 0.0  # seconds the upstream took to answer (a stream: its first event)
 
 
 class AttemptsFailed(UpstreamFailed):
@@ -255,11 +256,14 @@ class AttemptRunner:
             except BaseException:
                 breakers.release(target)
                 raise
-            breakers.success(target)
             seconds = time.monotonic() - started
             self.runtime.observe_latency(target, seconds * 1000)
-            self.observer.called(attempt, seconds, None)
-            outcome.served = Served(attempt, bridge, response, stream)
+            if stream is None:
+                breakers.success(target)
+                self.observer.called(attempt, seconds, None)
+            else:  # judged when it ends (`stream_ended`): it may still break after its first event
+                breakers.release(target)
+            outcome.served = Served(attempt, bridge, response, stream, opened_in=seconds)
             return outcome
         return outcome
 
@@ -299,6 +303,17 @@ class AttemptRunner:
             if summarized is not None:
                 return summarized
         return truncate(bridge, body, window), None
+
+    def stream_ended(self, served: Served, decision: Decision, error: UpstreamError | None) -> None:
+        """A relayed stream is over: its target's call is judged now, for the circuit breaker,
+        health and metrics, as a whole answer's is when it arrives. A stream that breaks after
+        its first event counts as a failure of its target (a client leaving does not)."""
+        target = served.attempt.target.id
+        if error is None:
+            self.runtime.breakers.success(target)
+        else:
+            self._failed(target, error, decision)
+        self.observer.called(served.attempt, served.opened_in, error)
 
     def _failed(self, target: str, error: UpstreamError, decision: Decision) -> None:
         """Count towards the breaker only what says the target is unhealthy."""

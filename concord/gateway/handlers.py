@@ -10,6 +10,7 @@ headers (SPEC §3), and every request ends in exactly one usage record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -379,7 +380,8 @@ def _include_usage(body: dict) -> bool:
 def _stream(
     state: GatewayState, call: Call, served: Served, body: dict, limiter: ConcurrencyLimiter
 ) -> Response:
-    assert served.stream is not None and call.ctx is not None
+    assert served.stream is not None and call.ctx is not None and call.decision is not None
+    decision = call.decision
     include_usage = _include_usage(body)
     relay = served.bridge.relay(
         call.ctx.model,
@@ -393,6 +395,8 @@ def _stream(
 
     async def on_close(stream: StreamState) -> None:
         try:
+            with contextlib.suppress(Exception):  # never at the cost of the usage record
+                state.attempts.stream_ended(served, decision, stream.upstream_error)
             if relay.collector is not None and stream.status == 200:
                 _store_stream(state, call, served, relay)
             record = call.record(

@@ -85,12 +85,13 @@ def error_response(error: GatewayError, wire: ClientWire, headers: dict[str, str
 class StreamState:
     """How a relayed stream went, read by the usage record once it is over."""
 
-    __slots__ = ("error", "first_byte_at", "status")
+    __slots__ = ("error", "first_byte_at", "status", "upstream_error")
 
     def __init__(self) -> None:
         self.status = 200
         self.error: str | None = None
         self.first_byte_at: float | None = None
+        self.upstream_error: UpstreamError | None = None  # the upstream broke the stream
 
 
 class EventStreamResponse:
@@ -123,6 +124,11 @@ class EventStreamResponse:
             if not pump.done():  # SPEC §2.5: the client left; abandon the upstream call
                 self.state.status = 499
                 self.state.error = "client_disconnected"
+        except asyncio.CancelledError:  # the server stopped waiting (its shutdown grace ran out)
+            if not pump.done():
+                self.state.status = 503
+                self.state.error = "shutdown"
+            raise
         finally:
             for task in (pump, watch):
                 task.cancel()
@@ -151,6 +157,7 @@ class EventStreamResponse:
             # SPEC §2.5: after the first byte there is no failover; the client gets an error event.
             self.state.status = 502
             self.state.error = error.kind
+            self.state.upstream_error = error
             if event is not None and is_error_event(event):
                 return  # the upstream's own error event, relayed in the client's format, ends it
             detail = error_message(error.body) if error.body is not None else error.message

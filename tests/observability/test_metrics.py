@@ -48,6 +48,36 @@ async def test_requests_tokens_and_cost_match_the_traffic(
     assert value(samples, "concord_config_info", version=gw.state.graph.version) == 1
 
 
+async def test_a_target_whose_streams_break_is_judged_failing(
+    start: Start, upstream: FakeUpstream
+) -> None:
+    """A stream that breaks after its first event counts against its target: the upstream call
+    is an error in the metrics and health, and enough of them open the circuit."""
+    gw = await start(CATALOG)
+    upstream.script("gpt-4o", [Fault(drop_after=1)] * 2)
+    for _ in range(2):
+        response = await gw.chat(stream=True, content="one two three four")
+        assert response.status_code == 200 and "The upstream stream failed" in response.text
+    samples = await gw.metrics()
+    target = {"provider": "up", "target": "up/gpt-4o"}
+    assert value(samples, "concord_upstream_requests_total", result="error", **target) == 2
+    assert value(samples, "concord_upstream_requests_total", result="ok", **target) == 0
+    assert value(samples, "concord_circuit_state", target="up/gpt-4o") == 2  # failures: 2
+    assert gw.state.runtime.breakers.state("up/gpt-4o") == "open"
+
+
+async def test_a_stream_that_ends_well_closes_a_half_counted_circuit(
+    start: Start, upstream: FakeUpstream
+) -> None:
+    gw = await start(CATALOG)
+    upstream.script("gpt-4o", [Fault(drop_after=1)])
+    assert "The upstream stream failed" in (await gw.chat(stream=True, content="a b c")).text
+    assert (await gw.chat(stream=True)).status_code == 200  # a whole stream: failures reset
+    upstream.script("gpt-4o", [Fault(drop_after=1)])
+    assert "The upstream stream failed" in (await gw.chat(stream=True, content="a b c")).text
+    assert gw.state.runtime.breakers.state("up/gpt-4o") == "closed"
+
+
 async def test_streams_observe_time_to_first_token(start: Start) -> None:
     gw = await start(CATALOG)
     response = await gw.chat(stream=True)
