@@ -167,11 +167,13 @@ class AttemptRunner:
             try:
                 provider = self.providers.get(attempt.target.provider)
                 bridge = bridge_for(job.endpoint, provider.native)
-            except GatewayError as error:  # this target cannot serve the endpoint at all
+                body = bridge.request(job.body, attempt.target.upstream_model)
+            except GatewayError as error:
+                # this target cannot serve the endpoint, or its format cannot carry the request:
+                # the next one may (when none can, the client gets this error, a 400 say)
                 trail.append(f"{attempt.target.id}: unsupported")
                 last = error
                 continue
-            body = bridge.request(job.body, attempt.target.upstream_model)
             outcome = await self._target(job, attempt, provider, bridge, body, trail, calls)
             calls += outcome.calls
             if outcome.served is not None:

@@ -30,6 +30,7 @@ from concord.gateway.errors import InvalidRequest
 from concord.providers.base import SSEEvent, UpstreamEndpoint
 from concord.providers.sse import encode_event
 from concord.translate.anthropic_openai import (
+    Untranslatable,
     anthropic_request_to_openai,
     anthropic_response_to_openai,
     openai_request_to_anthropic,
@@ -73,21 +74,12 @@ class Bridge:
         return "anthropic" if self.upstream == "messages" else "openai"
 
     def request(self, body: JSON, upstream_model: str) -> JSON:
-        """The upstream body: the client's, translated if needed, with the upstream model."""
-        client, upstream = self.client, self.upstream
-        if client == upstream:
-            out = dict(body)
-        elif client == "messages":
-            out = anthropic_request_to_openai(body)
-        elif client == "chat":
-            out = openai_request_to_anthropic(body)
-        else:  # completions
-            try:
-                out = completion_request_to_chat(body)
-            except ValueError as exc:
-                raise InvalidRequest(str(exc), param="prompt") from None
-            if upstream == "messages":
-                out = openai_request_to_anthropic(out)
+        """The upstream body: the client's, translated if needed, with the upstream model.
+        Content the upstream's format cannot carry is a 400 naming it, never dropped."""
+        try:
+            out = self._translated(body)
+        except Untranslatable as exc:
+            raise InvalidRequest(str(exc), param=exc.param) from None
         out["model"] = upstream_model
         if out.get("stream") and self.upstream_wire == "openai" and self.upstream != "embeddings":
             options = out.get("stream_options")
@@ -96,6 +88,20 @@ class Bridge:
                 "include_usage": True,
             }
         return out
+
+    def _translated(self, body: JSON) -> JSON:
+        client, upstream = self.client, self.upstream
+        if client == upstream:
+            return dict(body)
+        if client == "messages":
+            return anthropic_request_to_openai(body)
+        if client == "chat":
+            return openai_request_to_anthropic(body)
+        try:  # completions
+            out = completion_request_to_chat(body)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="prompt") from None
+        return openai_request_to_anthropic(out) if upstream == "messages" else out
 
     def usage(self, upstream_body: JSON) -> Usage:
         if self.upstream == "messages":

@@ -1,15 +1,20 @@
 """OpenAI Chat Completions <-> Anthropic Messages, both directions (SPEC §3).
 
 Pure functions over JSON-shaped dicts: requests, responses and error bodies. Streams live in
-`streams.py`. What has no counterpart on the other side is dropped (Anthropic `top_k`, thinking
-blocks, cache_control; OpenAI `n`, penalties, logprobs) rather than failing the request.
+`streams.py`. Parameters with no counterpart on the other side are dropped (Anthropic `top_k`,
+thinking, cache_control; OpenAI `n`, penalties, logprobs, `service_tier`, ...), but content is
+never dropped: a part with no faithful form on the other side raises `Untranslatable`, which the
+gateway answers as a 400 naming the part, rather than sending the upstream a shorter prompt.
 
-Choices worth knowing:
+Choices worth knowing (docs/translation.md has the full tables):
 - OpenAI `temperature` runs 0..2, Anthropic's 0..1: values above 1 are capped at 1.
 - Anthropic requires `max_tokens`; an OpenAI request without one gets `default_max_tokens`.
 - OpenAI bodies get `max_completion_tokens` (what current OpenAI models require); pass
   `max_tokens_field="max_tokens"` for older OpenAI-compatible servers.
-- All system/developer messages become Anthropic's top-level `system`, joined by blank lines.
+- OpenAI system/developer messages become Anthropic's top-level `system`: a string when there is
+  one text, else a list of text blocks (nothing is joined, so no separator is invented).
+- Structured outputs: `response_format` json_schema <-> `output_config.format`; effort:
+  `reasoning_effort` <-> `output_config.effort` (tables below).
 - OpenAI's deprecated `functions` / `function_call` (used without `tools`) become Anthropic tools
   limited to one call per turn, and the answer comes back the legacy way: `message.function_call`
   and `finish_reason: "function_call"` (`legacy_functions=True`; streams in `streams.py`). A
@@ -50,6 +55,32 @@ OPENAI_TO_ANTHROPIC_STOP: dict[str, str] = {
     "content_filter": "refusal",
 }
 
+# Effort, both ways. Anthropic has no `none` or `minimal`: the nearest level is `low`.
+OPENAI_TO_ANTHROPIC_EFFORT: dict[str, str] = {
+    "none": "low",
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+    "max": "max",
+}
+ANTHROPIC_TO_OPENAI_EFFORT: dict[str, str] = {
+    level: level for level in ("low", "medium", "high", "xhigh", "max")
+}
+
+# OpenAI requires a name for a json_schema response format; Anthropic's format has none.
+RESPONSE_FORMAT_NAME = "response"
+
+
+class Untranslatable(ValueError):
+    """A request part with no faithful form in the other format. The gateway refuses it (400,
+    `param` naming the part) instead of sending the upstream a request that lost it."""
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
 
 def uses_legacy_functions(body: JSON) -> bool:
     """True for a chat request using the deprecated `functions` rather than `tools`: its answer
@@ -83,13 +114,37 @@ def openai_completion_id(anthropic_id: str | None) -> str:
     return "chatcmpl-" + (anthropic_id or uuid.uuid4().hex)
 
 
+# ---- JSON schemas ----------------------------------------------------------------------------
+
+
+def meets_openai_strict_rules(schema: Any) -> bool:
+    """True when OpenAI's strict mode accepts `schema` as far as object shapes go: every object
+    closed (`additionalProperties: false`) and listing all its properties in `required`.
+    Anthropic's structured outputs allow optional properties; OpenAI's strict mode does not."""
+    if isinstance(schema, list):
+        return all(meets_openai_strict_rules(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False:
+            return False
+        if set(schema.get("required") or []) != set(properties):
+            return False
+    nested = [schema.get(key) for key in ("items", "anyOf", "allOf", "oneOf", "prefixItems")]
+    nested += list((schema.get("properties") or {}).values())
+    nested += list((schema.get("$defs") or schema.get("definitions") or {}).values())
+    return all(meets_openai_strict_rules(item) for item in nested if item is not None)
+
+
 # ---- Anthropic request -> OpenAI request -------------------------------------------------------
 
 
 def anthropic_request_to_openai(
     body: JSON, *, max_tokens_field: str = "max_completion_tokens"
 ) -> JSON:
-    """A Messages request as a Chat Completions request."""
+    """A Messages request as a Chat Completions request; raises `Untranslatable` for content or
+    a forced tool that cannot be carried."""
     out: JSON = {"model": body.get("model"), "messages": _anthropic_messages_to_openai(body)}
     if body.get("max_tokens") is not None:
         out[max_tokens_field] = body["max_tokens"]
@@ -104,17 +159,86 @@ def anthropic_request_to_openai(
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and metadata.get("user_id"):
         out["user"] = metadata["user_id"]
-    tools = [_anthropic_tool_to_openai(t) for t in body.get("tools") or [] if "input_schema" in t]
-    if tools:
-        out["tools"] = tools
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict):
-        converted = _anthropic_tool_choice_to_openai(choice)
-        if converted is not None and (tools or converted == "none"):
-            out["tool_choice"] = converted
-        if choice.get("disable_parallel_tool_use") and tools:
-            out["parallel_tool_calls"] = False
+    out.update(_anthropic_output_config_to_openai(body.get("output_config")))
+    out.update(_anthropic_tools_to_openai(body))
     return out
+
+
+def _anthropic_output_config_to_openai(config: Any) -> JSON:
+    """`output_config.effort` -> `reasoning_effort`; `output_config.format` -> a json_schema
+    `response_format`, strict when OpenAI's strict mode can take the schema."""
+    if not isinstance(config, dict):
+        return {}
+    out: JSON = {}
+    effort = ANTHROPIC_TO_OPENAI_EFFORT.get(str(config.get("effort")))
+    if effort:
+        out["reasoning_effort"] = effort
+    output_format = config.get("format")
+    if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
+        schema = output_format.get("schema")
+        if isinstance(schema, dict):
+            spec = {
+                "name": RESPONSE_FORMAT_NAME,
+                "schema": schema,
+                "strict": meets_openai_strict_rules(schema),
+            }
+            out["response_format"] = {"type": "json_schema", "json_schema": spec}
+    return out
+
+
+def _anthropic_tools_to_openai(body: JSON) -> JSON:
+    """`tools`, `tool_choice` and `parallel_tool_calls`. Server tools (no `input_schema`, run by
+    Anthropic) do not exist on OpenAI and are left out; forcing one is refused."""
+    given = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    tools = [_anthropic_tool_to_openai(t) for t in given if "input_schema" in t]
+    out: JSON = {"tools": tools} if tools else {}
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict):
+        return out
+    _check_forced_tool(choice, tools, given)
+    converted = _anthropic_tool_choice_to_openai(choice)
+    if converted is not None and tools:  # OpenAI refuses a tool_choice without tools
+        out["tool_choice"] = converted
+    if choice.get("disable_parallel_tool_use") and tools:
+        out["parallel_tool_calls"] = False
+    return out
+
+
+def _check_forced_tool(choice: JSON, tools: list[JSON], given: list[JSON]) -> None:
+    """Refuse a `tool_choice` that forces a tool the OpenAI request will not have."""
+    kind = choice.get("type")
+    if kind == "tool":
+        name = choice.get("name")
+        if name in {t["function"]["name"] for t in tools}:
+            return
+        server = any(t.get("name") == name for t in given)
+        why = "is an Anthropic server tool, which" if server else "is not among the tools that"
+        raise Untranslatable(
+            f"tool_choice: the forced tool '{name}' {why} this model can be given.",
+            param="tool_choice",
+        )
+    if kind == "any" and given and not tools:
+        raise Untranslatable(
+            "tool_choice: 'any' forces a tool call, but the only tools given are Anthropic "
+            "server tools, which this model cannot be given.",
+            param="tool_choice",
+        )
+
+
+def _anthropic_tool_to_openai(tool: JSON) -> JSON:
+    function: JSON = {"name": tool.get("name"), "parameters": tool.get("input_schema") or {}}
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    if isinstance(tool.get("strict"), bool):
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def _anthropic_tool_choice_to_openai(choice: JSON) -> Any:
+    kind = choice.get("type")
+    if kind == "tool":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    return {"auto": "auto", "none": "none", "any": "required"}.get(kind or "")
 
 
 def _system_text(system: Any) -> str:
@@ -130,15 +254,23 @@ def _anthropic_messages_to_openai(body: JSON) -> list[JSON]:
     system = _system_text(body.get("system"))
     if system:
         messages.append({"role": "system", "content": system})
-    for message in body.get("messages") or []:
-        if message.get("role") == "assistant":
-            messages.append(_anthropic_assistant_to_openai(message.get("content")))
+    for index, message in enumerate(body.get("messages") or []):
+        role = message.get("role")
+        content = message.get("content")
+        if role == "assistant":
+            messages.append(_anthropic_assistant_to_openai(content))
+        elif role == "system":  # a system message among the turns stays where it is
+            text = _system_text(content)
+            if text:
+                messages.append({"role": "system", "content": text})
         else:
-            messages.extend(_anthropic_user_to_openai(message.get("content")))
+            messages.extend(_anthropic_user_to_openai(content, f"messages.{index}.content"))
     return messages
 
 
 def _anthropic_assistant_to_openai(content: Any) -> JSON:
+    """Text and tool calls; thinking and server-tool blocks have no OpenAI form and are left out
+    (they are the model's own working, not the user's content)."""
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     texts: list[str] = []
@@ -166,93 +298,114 @@ def _anthropic_assistant_to_openai(content: Any) -> JSON:
     return out
 
 
-def _anthropic_user_to_openai(content: Any) -> list[JSON]:
+def _anthropic_user_to_openai(content: Any, where: str) -> list[JSON]:
     """One user turn: its tool results become `tool` messages (first, as OpenAI requires them
     right after the assistant's tool calls), the rest one user message."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     tool_messages: list[JSON] = []
     parts: list[JSON] = []
-    for block in content or []:
-        kind = block.get("type")
-        if kind == "tool_result":
-            text, images = _tool_result_content(block)
+    for index, block in enumerate(content or []):
+        if block.get("type") == "tool_result":
+            text, extra = _tool_result_content(block, f"{where}.{index}.content")
             tool_messages.append(
                 {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
             )
-            parts.extend(images)  # OpenAI tool messages carry text only
+            parts.extend(extra)  # OpenAI tool messages carry text only
         else:
-            part = _anthropic_block_to_openai_part(block)
-            if part is not None:
-                parts.append(part)
+            parts.extend(_anthropic_block_to_openai_parts(block, f"{where}.{index}"))
     out = list(tool_messages)
-    if parts:
-        if all(p["type"] == "text" for p in parts) and len(parts) == 1:
-            out.append({"role": "user", "content": parts[0]["text"]})
-        else:
-            out.append({"role": "user", "content": parts})
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        out.append({"role": "user", "content": parts[0]["text"]})
+    elif parts:
+        out.append({"role": "user", "content": parts})
     return out
 
 
-def _tool_result_content(block: JSON) -> tuple[str, list[JSON]]:
+def _tool_result_content(block: JSON, where: str) -> tuple[str, list[JSON]]:
+    """The tool message's text (text blocks joined by newlines) and the result's other blocks
+    as parts for the user message after it."""
     content = block.get("content")
+    texts: list[str] = []
+    extra: list[JSON] = []
     if isinstance(content, str):
-        text = content
-        images: list[JSON] = []
+        texts.append(content)
     else:
-        texts = [b.get("text", "") for b in content or [] if b.get("type") == "text"]
-        text = "\n".join(texts)
-        images = [
-            part
-            for b in content or []
-            if b.get("type") == "image" and (part := _anthropic_block_to_openai_part(b))
-        ]
+        for index, item in enumerate(content or []):
+            if item.get("type") == "text":
+                texts.append(item.get("text", ""))
+            else:
+                extra.extend(_anthropic_block_to_openai_parts(item, f"{where}.{index}"))
+    text = "\n".join(texts)
     if block.get("is_error") and not text.startswith("Error"):
         text = f"Error: {text}"
-    return text, images
+    return text, extra
 
 
-def _anthropic_block_to_openai_part(block: JSON) -> JSON | None:
+def _anthropic_block_to_openai_parts(block: JSON, where: str) -> list[JSON]:
+    """A user content block as OpenAI content parts, or `Untranslatable`."""
     kind = block.get("type")
     if kind == "text":
-        return {"type": "text", "text": block.get("text", "")}
-    source = block.get("source") or {}
+        return [{"type": "text", "text": block.get("text", "")}]
     if kind == "image":
-        if source.get("type") == "base64":
-            url = f"data:{source.get('media_type')};base64,{source.get('data')}"
-        elif source.get("type") == "url":
-            url = source.get("url", "")
-        else:
-            return None
-        return {"type": "image_url", "image_url": {"url": url}}
-    if kind == "document" and source.get("type") == "base64":
+        return [_anthropic_image_to_openai(block, where)]
+    if kind == "document":
+        return _anthropic_document_to_openai(block, where)
+    raise Untranslatable(
+        f"{where}: '{kind}' blocks cannot be sent to this model; OpenAI Chat Completions has "
+        "no counterpart.",
+        param=where,
+    )
+
+
+def _anthropic_image_to_openai(block: JSON, where: str) -> JSON:
+    source = block.get("source") or {}
+    if source.get("type") == "base64":
+        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+    elif source.get("type") == "url":
+        url = source.get("url", "")
+    else:
+        raise Untranslatable(
+            f"{where}: an image with a '{source.get('type')}' source cannot be sent to this "
+            "model; send it as base64 or a URL.",
+            param=where,
+        )
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _anthropic_document_to_openai(block: JSON, where: str) -> list[JSON]:
+    """PDF data -> a `file` part; plain text and content documents -> their text and images.
+    OpenAI file parts take data or an OpenAI file id, never a URL or an Anthropic file id."""
+    source = block.get("source") or {}
+    kind = source.get("type")
+    if kind == "base64":
         data_url = f"data:{source.get('media_type')};base64,{source.get('data')}"
         name = block.get("title") or "document.pdf"
-        return {"type": "file", "file": {"file_data": data_url, "filename": name}}
-    if kind == "document" and source.get("type") == "text":
-        return {"type": "text", "text": source.get("data", "")}
-    return None
-
-
-def _anthropic_tool_to_openai(tool: JSON) -> JSON:
-    function: JSON = {"name": tool.get("name"), "parameters": tool.get("input_schema") or {}}
-    if tool.get("description"):
-        function["description"] = tool["description"]
-    return {"type": "function", "function": function}
-
-
-def _anthropic_tool_choice_to_openai(choice: JSON) -> Any:
-    kind = choice.get("type")
-    if kind == "tool":
-        return {"type": "function", "function": {"name": choice.get("name")}}
-    return {"auto": "auto", "none": "none", "any": "required"}.get(kind or "")
+        return [{"type": "file", "file": {"file_data": data_url, "filename": name}}]
+    if kind == "text":
+        return [{"type": "text", "text": source.get("data", "")}]
+    if kind == "content":
+        inner = source.get("content")
+        if isinstance(inner, str):
+            return [{"type": "text", "text": inner}]
+        return [
+            part
+            for index, item in enumerate(inner or [])
+            for part in _anthropic_block_to_openai_parts(item, f"{where}.source.content.{index}")
+        ]
+    raise Untranslatable(
+        f"{where}: a document with a '{kind}' source cannot be sent to this model; OpenAI file "
+        "parts take the file's data, so send the document as base64.",
+        param=where,
+    )
 
 
 # ---- OpenAI request -> Anthropic request -------------------------------------------------------
 
 
 def openai_request_to_anthropic(body: JSON, *, default_max_tokens: int = 4096) -> JSON:
-    """A Chat Completions request as a Messages request."""
+    """A Chat Completions request as a Messages request; raises `Untranslatable` for content,
+    tools or a tool choice that cannot be carried."""
     system, messages = _openai_messages_to_anthropic(body.get("messages") or [])
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     out: JSON = {
@@ -261,7 +414,7 @@ def openai_request_to_anthropic(body: JSON, *, default_max_tokens: int = 4096) -
         "max_tokens": max_tokens or default_max_tokens,
     }
     if system:
-        out["system"] = system
+        out["system"] = system[0]["text"] if len(system) == 1 else system
     if body.get("temperature") is not None:
         out["temperature"] = min(float(body["temperature"]), 1.0)
     if body.get("top_p") is not None:
@@ -273,68 +426,105 @@ def openai_request_to_anthropic(body: JSON, *, default_max_tokens: int = 4096) -
         out["stream"] = True
     if body.get("user"):
         out["metadata"] = {"user_id": body["user"]}
+    output_config = _openai_output_config(body)
+    if output_config:
+        out["output_config"] = output_config
+    out.update(_openai_tool_fields(body))
+    return out
+
+
+def _openai_output_config(body: JSON) -> JSON:
+    """`reasoning_effort` -> `effort`; a json_schema `response_format` -> `format`. JSON mode
+    (`json_object`) has no schema to give, and Anthropic has no schema-less JSON mode: dropped."""
+    config: JSON = {}
+    effort = OPENAI_TO_ANTHROPIC_EFFORT.get(str(body.get("reasoning_effort")))
+    if effort:
+        config["effort"] = effort
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if isinstance(schema, dict):
+            config["format"] = {"type": "json_schema", "schema": schema}
+    return config
+
+
+def _openai_tool_fields(body: JSON) -> JSON:
+    """`tools` and `tool_choice`, with `disable_parallel_tool_use` for `parallel_tool_calls:
+    false` and for legacy `functions` (whose answer holds one call)."""
     tools = _openai_tools_to_anthropic(body)
-    if tools:
-        out["tools"] = tools
-    choice = _openai_tool_choice_to_anthropic(body.get("tool_choice", body.get("function_call")))
+    raw_choice = body.get("tool_choice", body.get("function_call"))
+    if isinstance(raw_choice, dict) and raw_choice.get("type") == "allowed_tools":
+        tools, choice = _allowed_tools(raw_choice, tools)
+    else:
+        choice = _openai_tool_choice_to_anthropic(raw_choice)
     single = body.get("parallel_tool_calls") is False or uses_legacy_functions(body)
     if single and tools and (choice is None or choice.get("type") != "none"):
         choice = dict(choice or {"type": "auto"}, disable_parallel_tool_use=True)
-    if choice is not None and (tools or choice.get("type") == "none"):
+    out: JSON = {"tools": tools} if tools else {}
+    if choice is not None and tools:  # without tools a tool choice means nothing
         out["tool_choice"] = choice
     return out
 
 
-def _content_text(content: Any) -> str:
+def _text_parts(content: Any) -> list[str]:
+    """The texts of a string or a list of text/refusal parts, one per part, empty ones left out."""
     if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p.get("text", "") or p.get("refusal", "")
-            for p in content
-            if p.get("type") in ("text", "refusal")
-        )
-    return ""
+        return [content] if content else []
+    if not isinstance(content, list):
+        return []
+    texts = [
+        p.get("text", "") or p.get("refusal", "")
+        for p in content
+        if p.get("type") in ("text", "refusal")
+    ]
+    return [text for text in texts if text]
 
 
-def _openai_messages_to_anthropic(messages: list[JSON]) -> tuple[str, list[JSON]]:
-    system: list[str] = []
+def _text_content(content: Any) -> Any:
+    """Text parts as Anthropic content: one string, or text blocks when there are several
+    (kept apart rather than joined with a separator of our choosing)."""
+    texts = _text_parts(content)
+    if len(texts) <= 1:
+        return texts[0] if texts else ""
+    return [{"type": "text", "text": text} for text in texts]
+
+
+def _openai_messages_to_anthropic(messages: list[JSON]) -> tuple[list[JSON], list[JSON]]:
+    """Anthropic's `system` text blocks and turns."""
+    system: list[JSON] = []
     out: list[JSON] = []
     function_id: str | None = None  # the tool_use id of the last assistant `function_call`
-    for message in messages:
+    for index, message in enumerate(messages):
         role = message.get("role")
+        where = f"messages[{index}]"
         if role in ("system", "developer"):
-            text = _content_text(message.get("content"))
-            if text:
-                system.append(text)
+            system += [{"type": "text", "text": t} for t in _text_parts(message.get("content"))]
             continue
         if role == "assistant":
             function_id = new_tool_use_id() if message.get("function_call") else None
-            blocks = _openai_assistant_blocks(message, function_id)
+            blocks = _openai_assistant_blocks(message, function_id, where)
             converted = {"role": "assistant", "content": blocks}
         elif role == "function" and function_id is not None:  # legacy: answers that call
-            block = {
-                "type": "tool_result",
-                "tool_use_id": function_id,
-                "content": _content_text(message.get("content")),
-            }
+            block = _tool_result(function_id, message.get("content"))
             converted = {"role": "user", "content": [block]}
             function_id = None
         elif role == "tool":
-            block = {
-                "type": "tool_result",
-                "tool_use_id": message.get("tool_call_id"),
-                "content": _content_text(message.get("content")),
-            }
+            block = _tool_result(message.get("tool_call_id"), message.get("content"))
             converted = {"role": "user", "content": [block]}
         elif role == "user":
-            converted = {"role": "user", "content": _openai_user_content(message.get("content"))}
+            content = _openai_user_content(message.get("content"), f"{where}.content")
+            converted = {"role": "user", "content": content}
         else:
             continue  # e.g. a `function` message that follows no `function_call`
         if not converted["content"]:
             continue
         _append_merged(out, converted)
-    return "\n\n".join(system), out
+    return system, out
+
+
+def _tool_result(tool_use_id: Any, content: Any) -> JSON:
+    return {"type": "tool_result", "tool_use_id": tool_use_id, "content": _text_content(content)}
 
 
 def _append_merged(out: list[JSON], message: JSON) -> None:
@@ -351,23 +541,29 @@ def _as_blocks(content: Any) -> list[JSON]:
     return list(content)
 
 
-def _openai_user_content(content: Any) -> Any:
+def _openai_user_content(content: Any, where: str) -> Any:
     if isinstance(content, str) or content is None:
         return content or ""
-    blocks: list[JSON] = []
-    for part in content:
-        kind = part.get("type")
-        if kind == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
-        elif kind == "image_url":
-            image = part.get("image_url") or {}
-            url = image.get("url", "") if isinstance(image, dict) else str(image)
-            blocks.append({"type": "image", "source": _image_source(url)})
-        elif kind == "file":
-            document = _file_to_document(part.get("file") or {})
-            if document is not None:
-                blocks.append(document)
-    return blocks
+    return [_openai_part_to_block(part, f"{where}[{i}]") for i, part in enumerate(content)]
+
+
+def _openai_part_to_block(part: JSON, where: str) -> JSON:
+    """One user content part as an Anthropic block, or `Untranslatable`."""
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "text", "text": part.get("text", "")}
+    if kind == "image_url":
+        image = part.get("image_url") or {}
+        url = image.get("url", "") if isinstance(image, dict) else str(image)
+        return {"type": "image", "source": _image_source(url)}
+    if kind == "file":
+        return _file_to_document(part.get("file") or {}, where)
+    why = "no audio input" if kind == "input_audio" else "no counterpart"
+    raise Untranslatable(
+        f"{where}: '{kind}' content parts cannot be sent to this model; Anthropic Messages has "
+        f"{why}.",
+        param=where,
+    )
 
 
 def _image_source(url: str) -> JSON:
@@ -384,11 +580,20 @@ def _split_data_url(url: str) -> tuple[str, str]:
     return media_type, data
 
 
-def _file_to_document(file: JSON) -> JSON | None:
-    data_url = file.get("file_data")
-    if not isinstance(data_url, str) or not data_url.startswith("data:"):
-        return None
-    media_type, data = _split_data_url(data_url)
+def _file_to_document(file: JSON, where: str) -> JSON:
+    """`file_data` (a data URL, or bare base64, which Chat Completions takes as a PDF) -> a
+    base64 document. A `file_id` names a file in OpenAI's store, which Anthropic cannot read."""
+    data = file.get("file_data")
+    if not isinstance(data, str) or not data:
+        raise Untranslatable(
+            f"{where}: a file given only by file_id cannot be sent to this model (the id names "
+            "a file stored at OpenAI); send the file's content as file_data instead.",
+            param=where,
+        )
+    if data.startswith("data:"):
+        media_type, data = _split_data_url(data)
+    else:
+        media_type = "application/pdf"
     document: JSON = {
         "type": "document",
         "source": {"type": "base64", "media_type": media_type, "data": data},
@@ -398,15 +603,24 @@ def _file_to_document(file: JSON) -> JSON | None:
     return document
 
 
-def _openai_assistant_blocks(message: JSON, function_id: str | None = None) -> list[JSON]:
-    blocks: list[JSON] = []
-    text = _content_text(message.get("content")) or message.get("refusal") or ""
-    if text:
-        blocks.append({"type": "text", "text": text})
+def _openai_assistant_blocks(
+    message: JSON, function_id: str | None = None, where: str = "message"
+) -> list[JSON]:
+    """Text blocks (one per part, the refusal when there is no text) and tool_use blocks."""
+    texts = _text_parts(message.get("content"))
+    if not texts and message.get("refusal"):
+        texts = [message["refusal"]]
+    blocks: list[JSON] = [{"type": "text", "text": text} for text in texts]
     calls = list(message.get("tool_calls") or [])
     if message.get("function_call"):
-        calls.append({"id": function_id, "function": message["function_call"]})
-    for call in calls:
+        calls.append({"id": function_id, "type": "function", "function": message["function_call"]})
+    for index, call in enumerate(calls):
+        if call.get("type", "function") != "function":
+            param = f"{where}.tool_calls[{index}]"
+            raise Untranslatable(
+                f"{param}: '{call.get('type')}' tool calls have no Anthropic counterpart.",
+                param=param,
+            )
         function = call.get("function") or {}
         blocks.append(
             {
@@ -430,30 +644,61 @@ def _parse_arguments(arguments: Any) -> JSON:
 
 
 def _openai_tools_to_anthropic(body: JSON) -> list[JSON]:
-    tools_in = body.get("tools") or []
-    functions = [t.get("function") or {} for t in tools_in if t.get("type") == "function"]
+    """Function tools (and legacy `functions`) as Anthropic tools; `custom` tools, whose input
+    is free text, have no Anthropic counterpart."""
+    functions: list[JSON] = []
+    for index, tool in enumerate(body.get("tools") or []):
+        if tool.get("type", "function") != "function":
+            raise Untranslatable(
+                f"tools[{index}]: '{tool.get('type')}' tools have no Anthropic counterpart.",
+                param=f"tools[{index}]",
+            )
+        functions.append(tool.get("function") or {})
     functions += list(body.get("functions") or [])
-    tools: list[JSON] = []
-    for function in functions:
-        tool: JSON = {
-            "name": function.get("name"),
-            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
-        }
-        if function.get("description"):
-            tool["description"] = function["description"]
-        tools.append(tool)
-    return tools
+    return [_function_to_tool(function) for function in functions]
+
+
+def _function_to_tool(function: JSON) -> JSON:
+    tool: JSON = {
+        "name": function.get("name"),
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        tool["description"] = function["description"]
+    if isinstance(function.get("strict"), bool):
+        tool["strict"] = function["strict"]
+    return tool
+
+
+def _allowed_tools(choice: JSON, tools: list[JSON]) -> tuple[list[JSON], JSON]:
+    """`allowed_tools`: only the allowed tools are sent; `required` -> `any`, `auto` -> `auto`."""
+    allowed = choice.get("allowed_tools") or {}
+    names = {
+        (entry.get("function") or {}).get("name") or entry.get("name")
+        for entry in allowed.get("tools") or []
+        if isinstance(entry, dict)
+    }
+    kept = [tool for tool in tools if tool["name"] in names]
+    if not kept:
+        raise Untranslatable(
+            "tool_choice.allowed_tools names none of the request's function tools.",
+            param="tool_choice",
+        )
+    return kept, {"type": "any" if allowed.get("mode") == "required" else "auto"}
 
 
 def _openai_tool_choice_to_anthropic(choice: Any) -> JSON | None:
     if isinstance(choice, str):
         kind = {"auto": "auto", "none": "none", "required": "any"}.get(choice)
         return {"type": kind} if kind else None
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") or choice.get("name")
-        if name:
-            return {"type": "tool", "name": name}
-    return None
+    if not isinstance(choice, dict):
+        return None
+    if choice.get("type") == "custom":
+        raise Untranslatable(
+            "tool_choice: custom tools have no Anthropic counterpart.", param="tool_choice"
+        )
+    name = (choice.get("function") or {}).get("name") or choice.get("name")
+    return {"type": "tool", "name": name} if name else None
 
 
 # ---- responses -------------------------------------------------------------------------------
@@ -470,10 +715,17 @@ def openai_response_to_anthropic(body: JSON, *, model: str | None = None) -> JSO
         "role": "assistant",
         "model": model or body.get("model") or "",
         "content": _openai_assistant_blocks(message),
-        "stop_reason": OPENAI_TO_ANTHROPIC_STOP.get(finish or "stop", "end_turn"),
+        "stop_reason": _anthropic_stop_reason(finish, message),
         "stop_sequence": None,
         "usage": anthropic_usage_dict(usage_from_openai(body)),
     }
+
+
+def _anthropic_stop_reason(finish: str | None, message: JSON) -> str:
+    """A refusal OpenAI ended with `stop` is Anthropic's `refusal`, not `end_turn`."""
+    if message.get("refusal") and finish in (None, "stop"):
+        return "refusal"
+    return OPENAI_TO_ANTHROPIC_STOP.get(finish or "stop", "end_turn")
 
 
 def anthropic_response_to_openai(

@@ -231,7 +231,10 @@ def test_openai_system_and_developer_messages_become_top_level_system():
         default_max_tokens=321,
     )
     validate_anthropic_request(out)
-    assert out["system"] == "Be brief.\n\nUse French."
+    assert out["system"] == [
+        {"type": "text", "text": "Be brief."},
+        {"type": "text", "text": "Use French."},
+    ]
     assert [m["role"] for m in out["messages"]] == ["user", "assistant", "user"]
     assert out["max_tokens"] == 321
 
