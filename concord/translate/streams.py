@@ -69,6 +69,7 @@ class OpenAIToAnthropicStream:
         self._tool_blocks: dict[int, int] = {}  # OpenAI tool_call index -> block index
         self._finish_reason: str | None = None
         self._saw_usage = False
+        self._refused = False  # the model declined (OpenAI's `refusal` text)
 
     def feed(self, event: SSEEvent) -> list[SSEEvent]:
         if self._finished:
@@ -89,7 +90,9 @@ class OpenAIToAnthropicStream:
             if choice.get("index", 0) != 0:
                 continue  # SPEC §3: one choice is translated; n > 1 has no Anthropic form
             delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("refusal")
+            text = delta.get("content")
+            if not text and delta.get("refusal"):
+                text, self._refused = delta["refusal"], True
             if text:
                 out += self._text(text)
             for call in delta.get("tool_calls") or []:
@@ -105,6 +108,8 @@ class OpenAIToAnthropicStream:
         out = self._start({})
         out += self._close_block()
         stop = OPENAI_TO_ANTHROPIC_STOP.get(self._finish_reason or "stop", "end_turn")
+        if self._refused and stop == "end_turn":  # as the answer that is not streamed says it
+            stop = "refusal"
         usage: JSON = {"output_tokens": self.usage.output_tokens}
         if self._saw_usage:  # cumulative totals, as Anthropic's own message_delta carries them
             usage = anthropic_usage_dict(self.usage)

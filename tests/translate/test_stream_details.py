@@ -186,3 +186,17 @@ def test_an_anthropic_stream_reports_cache_creation_as_anthropic_does():
         message = accumulate_anthropic(out)
         assert message.usage.cache_creation_input_tokens == 0
         assert message.usage.output_tokens_details is None
+
+
+def test_a_streamed_refusal_ends_as_a_refusal_for_anthropic_clients() -> None:
+    """As the answer that is not streamed: the model declined, so stop_reason is `refusal`."""
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "refusal": "I can't "}}]},
+        {"choices": [{"index": 0, "delta": {"refusal": "help with that."}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    events = [SSEEvent(data=json.dumps({"id": "c", "model": "m", **c})) for c in chunks]
+    out = run(OpenAIToAnthropicStream("m"), events)
+    message = accumulate_anthropic(out)
+    assert message.stop_reason == "refusal"
+    assert message.content[0].text == "I can't help with that."
