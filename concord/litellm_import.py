@@ -71,7 +71,13 @@ BALANCE = {
     "usage-based-routing": "round_robin",
     "usage-based-routing-v2": "round_robin",
 }
-KNOWN_SECTIONS = ("model_list", "router_settings", "litellm_settings", "general_settings")
+KNOWN_SECTIONS = (
+    "model_list",
+    "router_settings",
+    "litellm_settings",
+    "general_settings",
+    "environment_variables",
+)
 # the variable LiteLLM reads an Azure API version from when the config names none
 AZURE_VERSION_VARIABLE = "AZURE_API_VERSION"
 AZURE_VERSION_PLACEHOLDER = "${" + AZURE_VERSION_VARIABLE + "}"
@@ -116,6 +122,7 @@ def convert(litellm: dict[str, Any]) -> str:
         if section not in KNOWN_SECTIONS:
             work.notes.append(f"{section}: not translated")
     work.azure_version = _azure_default_version(litellm, settings)
+    _environment_note(work, _mapping(litellm.get("environment_variables")))
     for index, entry in enumerate(litellm.get("model_list") or []):
         _deployment(work, index, _mapping(entry))
     _name_inline_keys(work, _referenced_variables(litellm) | set(OWN_VARIABLES))
@@ -199,6 +206,19 @@ def _key(raw: Any) -> str | _InlineKey | None:
     if isinstance(raw, str) and raw.startswith(ENV_PREFIX):
         return _value(raw)
     return _InlineKey(str(raw))
+
+
+def _environment_note(work: _Conversion, environment: dict[str, Any]) -> None:
+    """LiteLLM sets `environment_variables` in its own process; Concord reads its environment,
+    so the names are listed for the operator to set (values are not copied: they are often
+    keys). AZURE_API_VERSION needs no setting when it became the Azure api_version."""
+    used = {AZURE_VERSION_VARIABLE} if work.azure_version else set()
+    names = sorted(str(name) for name in environment if name not in used)
+    if names:
+        work.notes.append(
+            f"environment_variables: set {', '.join(names)} in Concord's environment "
+            "(values not copied)"
+        )
 
 
 def _azure_default_version(litellm: dict[str, Any], settings: dict[str, Any]) -> str | None:

@@ -334,5 +334,13 @@ def test_azure_api_version_falls_back_in_litellms_order(
     assert config["providers"]["azure"]["api_version"] == version
     assert config["providers"]["azure-2"]["api_version"] == "2024-10-21"
     assert "litellm_settings.api_version" not in text
+    assert "environment_variables" not in text  # AZURE_API_VERSION was all it held, and used
     loaded = load(path, env={"AZURE_API_KEY": "az"})
     assert loaded.ok and loaded.diagnostics == [], [d.render() for d in loaded.diagnostics]
+
+
+def test_environment_variables_are_named_for_the_operator_never_copied() -> None:
+    secret = "sk-live-" + "e" * 20
+    text = convert({"model_list": [], "environment_variables": {"OTEL_HOST": "h", "X_KEY": secret}})
+    assert "environment_variables: set OTEL_HOST, X_KEY in Concord's environment" in text
+    assert secret not in text and "not translated" not in text
