@@ -303,7 +303,10 @@ def _sqlite_engine(resolved: ResolvedURL, busy_timeout: float) -> AsyncEngine:
         # One shared connection, or every checkout would see its own empty database.
         engine = create_async_engine(resolved.url, poolclass=StaticPool)
     else:
-        Path(resolved.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+        # a directory that cannot be made shows as a database that cannot be opened: the
+        # gateway serves, reports it in /readyz and journals usage (as for any database down)
+        with contextlib.suppress(OSError):
+            Path(resolved.url.database or "").parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(resolved.url, pool_size=5, max_overflow=5)
     memory = resolved.memory
 

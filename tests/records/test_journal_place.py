@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from concord.gateway.records_component import JOURNAL_ENV, journal_dir
+from concord.records.db import create_database
 
 POSTGRES = "postgresql://u:p@db.internal/concord"
 
@@ -47,3 +48,15 @@ def test_a_sqlite_file_in_a_directory_that_cannot_hold_it_journals_to_the_tempor
     place = journal_dir("sqlite:///usage.db", tmp_path, {})
     assert place.parent == Path(tempfile.gettempdir())
     assert place != journal_dir(POSTGRES, tmp_path, {})  # one journal per place it stood for
+
+
+def test_a_database_directory_that_cannot_be_made_leaves_the_gateway_to_start(
+    tmp_path: Path,
+) -> None:
+    """It is reported as a database down (readiness, journal), not a crash at start-up."""
+    (tmp_path / "afile").write_text("in the way")
+    database = create_database("sqlite:///afile/usage.db", tmp_path)  # must not raise
+    assert database.url.endswith("afile/usage.db")
+    assert journal_dir("sqlite:///afile/usage.db", tmp_path, {}).parent == Path(
+        tempfile.gettempdir()
+    )
