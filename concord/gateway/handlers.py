@@ -47,6 +47,7 @@ from concord.gateway.respond import (
     error_response,
     json_response,
 )
+from concord.gateway.tokens import estimate_answer
 from concord.translate.anthropic_openai import uses_legacy_functions
 from concord.translate.collect import collector_for
 from concord.translate.usage import Usage
@@ -335,6 +336,8 @@ async def _answer(state: GatewayState, call: Call, served: Served) -> Response:
     assert served.response is not None and call.ctx is not None
     upstream_body = served.response.body
     usage = served.bridge.usage(upstream_body)
+    if not usage.input_tokens and not usage.output_tokens:  # the upstream reported none
+        usage = Usage(call.ctx.input_tokens, estimate_answer(upstream_body))
     answer = served.bridge.response(
         upstream_body, call.ctx.model, legacy_functions=call.legacy_functions
     )
@@ -399,14 +402,24 @@ def _stream(
                 state.attempts.stream_ended(served, decision, stream.upstream_error)
             if relay.collector is not None and stream.status == 200:
                 _store_stream(state, call, served, relay)
+            usage = relay.usage
+            if not usage.input_tokens and not usage.output_tokens:  # the upstream reported none
+                usage = _stream_estimate(call.ctx, relay)
             record = call.record(
-                stream.status, relay.usage, error=stream.error, first_byte_at=stream.first_byte_at
+                stream.status, usage, error=stream.error, first_byte_at=stream.first_byte_at
             )
             _finish(state, call, record)
         finally:
             limiter.release()
 
     return EventStreamResponse(served.stream, relay, call.wire, call.raw_headers(), on_close)  # type: ignore[return-value]
+
+
+def _stream_estimate(ctx: RequestContext, relay: Relay) -> Usage:
+    """A stream whose upstream reported no usage: the prompt as estimated for routing, and the
+    answer's text when it was collected (for the cache); spend is never silently zero."""
+    collected = relay.collector.result() if relay.collector is not None else None
+    return Usage(ctx.input_tokens, estimate_answer(collected) if collected else 0)
 
 
 def _store_stream(state: GatewayState, call: Call, served: Served, relay: Relay) -> None:

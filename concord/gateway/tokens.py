@@ -95,6 +95,31 @@ def estimate(endpoint: str, body: dict[str, Any]) -> int:
     return count_text("\n".join(parts)) + extra
 
 
+def estimate_answer(body: dict[str, Any]) -> int:
+    """Estimated output tokens of a complete answer, OpenAI's (chat or completions) or
+    Anthropic's: for an upstream that reports no usage, so that spend is not zero."""
+    parts: list[str] = []
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        if isinstance(message, dict):
+            _collect_content(message.get("content"), parts)
+            if message.get("tool_calls"):
+                parts.append(orjson.dumps(message["tool_calls"]).decode())
+        elif isinstance(choice.get("text"), str):
+            parts.append(choice["text"])
+    content = body.get("content")
+    if isinstance(content, list):  # Anthropic: text blocks and tool inputs
+        for block in content:
+            if isinstance(block, dict):
+                text = block.get("text")
+                parts.append(
+                    text if isinstance(text, str) else orjson.dumps(block.get("input")).decode()
+                )
+    return count_text("\n".join(parts))
+
+
 def _collect_input(value: Any, parts: list[str]) -> None:
     if isinstance(value, str):
         parts.append(value)
