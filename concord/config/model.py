@@ -366,7 +366,13 @@ class ProviderConfig(Stored):
     api_keys: list[str] = Field(
         default=[], description="Tried in order; a key answered 401/403/429 cools down."
     )
-    api_version: str | None = Field(default=None, description="Azure only.")
+    api_version: str | None = Field(
+        default=None,
+        description=(
+            "Azure only, and required there: sent as `api-version` (e.g. `2024-10-21`). An "
+            "Azure target names the deployment: `<provider>/<deployment>`."
+        ),
+    )
     timeout: Duration | None = Field(
         default=None, description="Per upstream call; defaults to `defaults.timeout`."
     )
