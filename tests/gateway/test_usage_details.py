@@ -7,18 +7,7 @@ from __future__ import annotations
 from concord.translate.usage import Usage
 from tests.fakes.upstream import FakeUpstream, Fault
 from tests.gateway.conftest import MakeGateway
-
-
-def providers(up: FakeUpstream) -> str:
-    return f"""
-    providers:
-      oai: {{type: openai, base_url: "{up.openai_url}", api_keys: [sk-1]}}
-      ant: {{type: anthropic, base_url: "{up.url}", api_keys: [sk-ant]}}
-    models:
-      gpt-4o: {{targets: [oai/gpt-4o-2024]}}
-      claude: {{targets: [ant/claude-sonnet-4-5]}}
-    """
-
+from tests.gateway.test_stream_endings import providers
 
 ASK = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
 # 100 prompt tokens: 60 read from the cache, 30 written to it, 10 fresh; 9 output, 4 thinking
