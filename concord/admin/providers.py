@@ -6,6 +6,7 @@ as masked labels (`key#1`...), as the adapters report them; nothing here can pri
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -17,6 +18,8 @@ from concord.admin.auth import admin_denied
 from concord.engine.graph import Graph
 from concord.gateway.runtime import RuntimeState
 from concord.observability.health import PassiveHealth, ProbeResult, worst
+from concord.providers.base import Provider
+from concord.providers.keys import KeyRing
 from concord.providers.registry import ProviderPool
 
 if TYPE_CHECKING:
@@ -51,10 +54,13 @@ def providers_report(
         for target_id in target_ids:
             circuit = runtime.breakers.state(target_id)
             verdict = health.target(target_id, circuit)
+            cooling_until = _keys_cooling_until(adapter, target_id)
             targets.append(
                 {
                     "target": target_id,
-                    "state": verdict.state,
+                    # every key rate limited for this model: skipped until one is back
+                    "state": worst([verdict.state, "degraded" if cooling_until else "healthy"]),
+                    "keys_cooling_until": cooling_until,
                     "circuit": circuit,
                     "success_rate": (
                         round(verdict.success_rate, 4) if verdict.success_rate is not None else None
@@ -68,8 +74,8 @@ def providers_report(
         state = worst([t["state"] for t in targets])
         if not available:
             state = "unhealthy"  # SPEC §2.2: no usable key, routes fall through to fallbacks
-        elif any(key.get("cooldown_until") for key in keys) and state == "healthy":
-            state = "degraded"
+        elif any(key.get("cooldown_until") or key.get("models") for key in keys):
+            state = worst([state, "degraded"])
         data.append(
             {
                 "name": name,
@@ -82,6 +88,16 @@ def providers_report(
             }
         )
     return {"data": data}
+
+
+def _keys_cooling_until(adapter: Provider | None, target_id: str) -> float | None:
+    """When every key of the target's provider is cooling down for its upstream model (SPEC
+    §2.2: a 429 benches a key for that model only): the epoch second the first is back."""
+    ring = getattr(adapter, "keys", None)
+    if not isinstance(ring, KeyRing) or not len(ring):
+        return None
+    wait = ring.wait(target_id.partition("/")[2])
+    return round(time.time() + wait, 3) if wait > 0 else None
 
 
 def _probe_report(result: ProbeResult | None) -> dict[str, Any] | None:

@@ -364,7 +364,11 @@ class ProviderConfig(Stored):
     )
     base_url: str | None = None
     api_keys: list[str] = Field(
-        default=[], description="Tried in order; a key answered 401/403/429 cools down."
+        default=[],
+        description=(
+            "Tried in order; a key answered 401/403 cools down, and one answered 429 cools down "
+            "for that model (deployment) only."
+        ),
     )
     api_version: str | None = Field(
         default=None,

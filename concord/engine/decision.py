@@ -46,6 +46,8 @@ class RuntimeView:
 
     - `open_circuits`: target ids ("provider/model") whose breaker is open (skipped).
     - `unavailable_providers`: providers with no usable key (all cooling down or none configured).
+    - `cooling_targets`: target ids whose upstream model every key of their provider is cooling
+      down for (a 429 benches a key for that model only, SPEC §2.2).
     - `rr_position`: per catalog model, the round-robin counter to use for this request.
     - `latency_ms`: per target id, the moving average latency (least_latency balancing).
     - `draw`: a number in [0, 1) used by weighted balancing.
@@ -55,6 +57,7 @@ class RuntimeView:
 
     open_circuits: frozenset[str] = frozenset()
     unavailable_providers: frozenset[str] = frozenset()
+    cooling_targets: frozenset[str] = frozenset()
     rr_position: Mapping[str, int] = field(default_factory=dict)
     latency_ms: Mapping[str, float] = field(default_factory=dict)
     draw: float = 0.0
@@ -174,7 +177,7 @@ class Skip:
 
     model: str
     target: str
-    reason: Literal["circuit_open", "provider_unavailable", "context_window"]
+    reason: Literal["circuit_open", "provider_unavailable", "keys_cooling", "context_window"]
 
 
 @dataclass(frozen=True, slots=True)

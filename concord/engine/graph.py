@@ -450,13 +450,15 @@ class Graph:
 
     def _skip_reason(
         self, target: Target, runtime: RuntimeView
-    ) -> Literal["circuit_open", "provider_unavailable"] | None:
+    ) -> Literal["circuit_open", "provider_unavailable", "keys_cooling"] | None:
         if target.provider not in self._provider_ok and not (
             runtime.assume_providers_available and target.provider in self.providers
         ):
             return "provider_unavailable"
         if target.provider in runtime.unavailable_providers:
             return "provider_unavailable"
+        if target.id in runtime.cooling_targets:
+            return "keys_cooling"
         if target.id in runtime.open_circuits:
             return "circuit_open"
         return None

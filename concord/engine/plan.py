@@ -38,6 +38,9 @@ class StaticPlan:
         unavailable = runtime.unavailable_providers
         if unavailable and not self.providers.isdisjoint(unavailable):
             return False
+        cooling = runtime.cooling_targets
+        if cooling and not self.target_ids.isdisjoint(cooling):
+            return False
         return not (check_window and self.min_window is not None and need > self.min_window)
 
 

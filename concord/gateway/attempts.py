@@ -13,6 +13,7 @@ may fail over only before any byte reached the client.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,6 +43,7 @@ from concord.providers.base import (
     UpstreamStream,
     UpstreamTimeout,
 )
+from concord.providers.keys import KeyRing
 from concord.translate.anthropic_openai import error_message
 from concord.translate.usage import Usage
 
@@ -183,7 +185,7 @@ class AttemptRunner:
             last = outcome.error
             if isinstance(last, ContextLengthError) and outcome.skip_smaller:
                 index = _next_larger(attempts, index, attempt.context_window)
-        raise _all_failed(last, trail, calls)
+        raise _all_failed(last, trail, calls, _keys_cooling(self.providers, job.decision, trail))
 
     async def _target(
         self,
@@ -423,7 +425,12 @@ def _upstream_message(error: UpstreamError) -> str:
     return error_message(error.body) if error.body is not None else error.message
 
 
-def _all_failed(last: Exception | None, trail: list[str], calls: int) -> GatewayError:
+def _all_failed(
+    last: Exception | None,
+    trail: list[str],
+    calls: int,
+    cooling: tuple[float, list[str]] | None = None,
+) -> GatewayError:
     if isinstance(last, GatewayError) and calls == 0:
         return last  # nothing was called: e.g. embeddings on a chat-only provider
     if (
@@ -433,5 +440,54 @@ def _all_failed(last: Exception | None, trail: list[str], calls: int) -> Gateway
         and not trail[-1].endswith(("circuit_open", "deadline", "unsupported"))
     ):
         return _client_error(last, calls)  # SPEC §3: the last upstream status when client-caused
+    if cooling is not None:
+        return _rate_limited(*cooling, calls)
     listed = "; ".join(trail) if trail else "no target was available"
     return AttemptsFailed(f"All upstream attempts failed: {listed}", status=502, calls=calls)
+
+
+def _rate_limited(wait: float, providers: list[str], calls: int) -> AttemptsFailed:
+    """429 with Retry-After: the keys are back then, so an SDK that retried at once (as it does
+    after a 502) would only be turned away again. Never 0 seconds, and never a key."""
+    seconds = max(math.ceil(wait), 1)
+    names = ", ".join(f"'{name}'" for name in providers)
+    noun = "provider" if len(providers) == 1 else "providers"
+    message = f"Rate limited upstream: the API keys of {noun} {names} are cooling down"
+    failed = AttemptsFailed(
+        f"{message}; retry after {seconds}s", status=429, calls=calls, code="rate_limit_exceeded"
+    )
+    failed.headers = {"Retry-After": str(seconds)}
+    return failed
+
+
+def _keys_cooling(
+    providers: ProviderSource, decision: Decision, trail: list[str]
+) -> tuple[float, list[str]] | None:
+    """When cooling keys (and the upstream 429s that cooled them) are all that kept every
+    target from answering: seconds until the soonest key is back, and the providers concerned."""
+    planned = {a.target.id: (a.target.provider, a.target.upstream_model) for a in decision.attempts}
+    blocked: list[tuple[str, str]] = []
+    for skip in decision.skipped:
+        if skip.reason not in ("keys_cooling", "provider_unavailable"):
+            return None
+        provider, _, model = skip.target.partition("/")
+        blocked.append((provider, model))
+    for entry in trail:
+        target, _, outcome = entry.rpartition(": ")
+        if outcome != "429" or target not in planned:
+            return None
+        blocked.append(planned[target])
+    waits = [_key_wait(providers, provider, model) for provider, model in blocked]
+    if not waits or any(wait is None for wait in waits):
+        return None
+    names = list(dict.fromkeys(provider for provider, _ in blocked))
+    return min(wait for wait in waits if wait is not None), names
+
+
+def _key_wait(providers: ProviderSource, name: str, model: str) -> float | None:
+    """Seconds until a key of provider `name` serves `model`; None when it has no keys."""
+    try:
+        ring = getattr(providers.get(name), "keys", None)
+    except KeyError:
+        return None
+    return ring.wait(model) if isinstance(ring, KeyRing) and len(ring) else None

@@ -7,9 +7,11 @@ streams included. Every answer carries the model name the client asked for.
 
 One exception to "untouched": an OpenAI-format stream always asks the upstream for usage
 (`stream_options.include_usage`), because spend is computed from it (SPEC §2.6); the usage chunk is
-removed again when the client did not ask for it. An OpenAI stream that ends without `[DONE]`
-(which `HTTPStream` accepts once a choice has finished) gets one from the gateway, so the client
-sees the stream end as OpenAI ends it.
+removed again when the client did not ask for it. When the client sent no `stream_options`, the
+field is a `GatewayStreamOptions`, so an adapter may leave it out for a server that refuses it
+(`HTTPProvider.stream`); such a stream then brings no usage. An OpenAI stream that ends without
+`[DONE]` (which `HTTPStream` accepts once a choice has finished) gets one from the gateway, so the
+client sees the stream end as OpenAI ends it.
 
 A chat request using OpenAI's deprecated `functions` (not `tools`) and served by a Messages
 upstream is answered the legacy way, `function_call` instead of `tool_calls`, streams included:
@@ -28,6 +30,7 @@ import orjson
 from concord.engine.graph import Endpoint
 from concord.gateway.errors import InvalidRequest
 from concord.providers.base import SSEEvent, UpstreamEndpoint
+from concord.providers.http import GatewayStreamOptions
 from concord.providers.sse import encode_event
 from concord.translate.anthropic_openai import (
     Untranslatable,
@@ -82,11 +85,11 @@ class Bridge:
             raise InvalidRequest(str(exc), param=exc.param) from None
         out["model"] = upstream_model
         if out.get("stream") and self.upstream_wire == "openai" and self.upstream != "embeddings":
-            options = out.get("stream_options")
-            out["stream_options"] = {
-                **(options if isinstance(options, dict) else {}),
-                "include_usage": True,
-            }
+            options = body.get("stream_options") if self.client != "messages" else None
+            if isinstance(options, dict):  # the client's own: an upstream's 400 is theirs
+                out["stream_options"] = {**options, "include_usage": True}
+            else:
+                out["stream_options"] = GatewayStreamOptions(include_usage=True)
         return out
 
     def _translated(self, body: JSON) -> JSON:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from concord.engine.graph import BreakerPolicy, RuntimeView
 
 EWMA_ALPHA = 0.2
+_NO_TARGETS: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -129,9 +130,12 @@ class RuntimeState:
         self._random = random.random
 
     def view(self, unavailable: Iterable[str] = ()) -> RuntimeView:
+        """This request's view; `unavailable` is `ProviderPool.unavailable()`, whose `targets`
+        (targets every key is cooling down for) come along when it has them."""
         return RuntimeView(
             open_circuits=self.breakers.blocked(),
             unavailable_providers=frozenset(unavailable),
+            cooling_targets=getattr(unavailable, "targets", _NO_TARGETS),
             rr_position=RoundRobinDraw(self._rr),
             latency_ms=self.latency_ms,
             draw=self._random(),

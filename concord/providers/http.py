@@ -20,6 +20,14 @@ first event is an error (Anthropic's `event: error`, OpenAI's `data: {"error": .
 an error event later on reaches the client and is the stream's last word: the close after it
 raises `UpstreamConnectionError` (even after a finished choice), and the gateway, seeing the
 error was the last event relayed, adds no second one (`concord.gateway.respond`).
+
+A 200 whose body holds no event at all is judged before `stream()` returns: a complete JSON
+answer (a server that ignores `stream: true`) is relayed as the events it stands for, an error
+object raises the status error it stands for, anything else is a 502; the last two fail over.
+
+The `stream_options` the gateway adds for usage (`GatewayStreamOptions`, the client sent none)
+are left out once a server answered 400 naming them: that call is made again without them, and
+so are the adapter's later streams.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -39,18 +48,25 @@ from yarl import URL
 
 from concord.deadlines import call_later
 from concord.engine.graph import ProviderSpec
+from concord.gateway.cache_replay import anthropic_events, chat_chunks, completion_chunks
 from concord.providers.base import (
     ContextLengthError,
     SSEEvent,
     UpstreamConnectionError,
     UpstreamEndpoint,
+    UpstreamError,
     UpstreamRequest,
     UpstreamResponse,
     UpstreamStatusError,
     UpstreamTimeout,
     Wire,
 )
-from concord.providers.keys import COOLING_STATUSES, KeyRing
+from concord.providers.keys import (
+    COOLING_STATUSES,
+    KeyRing,
+    cools_every_model,
+    rate_limit_reset,
+)
 from concord.providers.sse import SSEParser, is_error_event
 from concord.translate.anthropic_openai import error_message, is_context_length_message
 
@@ -174,6 +190,9 @@ class HTTPProvider:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._urls: dict[str, URL] = {}
         self._base_headers: dict[str | None, dict[str, str]] = {}  # by API key
+        # the server refused the `stream_options` the gateway adds (`_stream_without_options`);
+        # a new spec (an Azure api_version) builds a new adapter, which asks again
+        self.omits_stream_options = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -205,7 +224,14 @@ class HTTPProvider:
         return await self._with_keys(request, self._send_once)
 
     async def stream(self, request: UpstreamRequest) -> HTTPStream:
-        return await self._with_keys(request, self._open_stream)
+        if self.omits_stream_options and _gateway_options(request):
+            request = _without_stream_options(request)
+        try:
+            return await self._with_keys(request, self._open_stream)
+        except UpstreamStatusError as error:
+            if not _refuses_gateway_options(request, error):
+                raise
+        return await self._stream_without_options(request)
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -239,25 +265,29 @@ class HTTPProvider:
             return await call(request, None)
         tried: list[str] = []
         last: UpstreamStatusError | None = None
+        model = request.body.get("model")
+        model = model if isinstance(model, str) else None  # a 429 benches the key for it only
         while True:
-            key = self.keys.first_healthy(exclude=tried)
+            key = self.keys.first_healthy(exclude=tried, model=model)
             if key is None:
                 if last is not None:
                     raise last
-                key = await self._key_soon()
+                key = await self._key_soon(model)
             try:
                 return await call(request, key)
             except UpstreamStatusError as error:
                 if error.status not in COOLING_STATUSES:
                     raise
-                self.keys.cool_down(key, error.retry_after)
+                every = cools_every_model(error.status, error.body)
+                self.keys.cool_down(key, error.retry_after, None if every else model)
                 tried.append(key)
                 last = error
 
-    async def _key_soon(self) -> str:
-        """Every key is cooling down: the one back within KEY_READY_GRACE, once waited for
-        (used without asking the clock again, which could still be a hair short), or a 429."""
-        key, wait = self.keys.soonest()
+    async def _key_soon(self, model: str | None = None) -> str:
+        """Every key is cooling down (for `model`): the one back within KEY_READY_GRACE, once
+        waited for (used without asking the clock again, which could still be a hair short), or
+        a 429."""
+        key, wait = self.keys.soonest(model)
         if wait > KEY_READY_GRACE:
             raise UpstreamStatusError(
                 f"{self.name}: every API key is cooling down", status=429, retry_after=wait
@@ -311,6 +341,8 @@ class HTTPProvider:
         detail = self._scrub(error_message(body))
         message = f"{self.name}: upstream answered {status}: {detail[:300]}"
         retry_after = parse_retry_after(headers)
+        if retry_after is None and status == 429:  # OpenAI/Azure say it in their own headers
+            retry_after = rate_limit_reset(headers)
         context = is_context_length_message(f"{detail} {_error_code(body)}")
         kind = ContextLengthError if status in (400, 413, 422) and context else UpstreamStatusError
         return kind(message, status=status, retry_after=retry_after, body=body)
@@ -380,8 +412,11 @@ class HTTPProvider:
                     raw = await response.read()
                     raise self.status_error(response.status, response.headers, raw)
                 stream = HTTPStream(self.name, self.wire, response, request.timeout)
-                await stream.prefetch()
-                error = self._first_event_error(stream)
+                unread = await stream.prefetch()
+                if unread is None:
+                    error = self._first_event_error(stream)
+                else:
+                    error = self._unstreamed(stream, request.endpoint, unread)
                 if error is not None:
                     raise error  # nothing reached the client yet: fail over (SPEC §2.5)
                 return stream
@@ -408,6 +443,84 @@ class HTTPProvider:
             status = 502  # named an error, says nothing we can read
         return None if status is None else self.status_error(status, stream.headers, raw)
 
+    def _unstreamed(
+        self, stream: HTTPStream, endpoint: UpstreamEndpoint, raw: bytes
+    ) -> UpstreamStatusError | None:
+        """A 200 to a streamed request whose body held no event. A server that ignores `stream`
+        answers whole: that answer is replayed as the events it stands for, usage included, so
+        the client gets its stream and the spend is known; an error object is the status error
+        it stands for; anything else (an empty body, a web page) is a 502, which may still fail
+        over since nothing reached the client (SPEC §2.5)."""
+        body = _decode_body(raw) if raw.strip() else None
+        status = _stream_error_status(body)
+        if status is not None:
+            return self.status_error(status, stream.headers, raw)
+        events = _answer_events(endpoint, body)
+        if events is None:
+            what = "a body that is neither events nor an answer" if body else "no events"
+            message = f"{self.name}: upstream answered 200 to a stream with {what}"
+            return UpstreamStatusError(message, status=502)
+        stream.replay(events)
+        return None
+
+    async def _stream_without_options(self, request: UpstreamRequest) -> HTTPStream:
+        """The server refused the `stream_options` the gateway added (Azure api-versions before
+        2024-10-21, older OpenAI-compatible servers): the call once more without them. Once
+        that worked, this adapter's streams leave them out from the start, so the refusal is
+        not paid for again; such streams bring no usage chunk."""
+        stream = await self._with_keys(_without_stream_options(request), self._open_stream)
+        self.omits_stream_options = True
+        return stream
+
+
+def _gateway_options(request: UpstreamRequest) -> bool:
+    """Whether the body's `stream_options` are the gateway's alone (the client sent none)."""
+    return isinstance(request.body.get("stream_options"), GatewayStreamOptions)
+
+
+def _without_stream_options(request: UpstreamRequest) -> UpstreamRequest:
+    body = {name: value for name, value in request.body.items() if name != "stream_options"}
+    return replace(request, body=body)
+
+
+def _refuses_gateway_options(request: UpstreamRequest, error: UpstreamError) -> bool:
+    """A 400 naming `stream_options` to a stream that carried only the gateway's: the server
+    does not know the field. A client that sent the field itself gets the 400 as it came."""
+    if error.status != 400 or not _gateway_options(request):
+        return False
+    return "stream_options" in error.message or "stream_options" in str(error.body)
+
+
+def _answer_events(endpoint: UpstreamEndpoint, body: Any) -> list[SSEEvent] | None:
+    """The events the complete answer `body` would have been streamed as, in the upstream's
+    own format and with its usage (the relay records it, translates, hides what the client did
+    not ask for), or None when `body` is not a complete answer of `endpoint`."""
+    if not isinstance(body, dict):
+        return None
+    if endpoint == "messages":
+        if body.get("type") != "message" or not isinstance(body.get("content"), list):
+            return None
+        return [SSEEvent(orjson.dumps(e).decode(), e["type"]) for e in anthropic_events(body)]
+    choices = body.get("choices")
+    if endpoint == "embeddings" or not isinstance(choices, list) or not choices:
+        return None
+    field, kind = ("message", dict) if endpoint == "chat" else ("text", str)
+    if not all(isinstance(c, dict) and isinstance(c.get(field), kind) for c in choices):
+        return None
+    chunks = chat_chunks if endpoint == "chat" else completion_chunks
+    usage = isinstance(body.get("usage"), dict)
+    events = [SSEEvent(orjson.dumps(c).decode()) for c in chunks(body, include_usage=usage)]
+    events.append(SSEEvent("[DONE]"))
+    return events
+
+
+class GatewayStreamOptions(dict[str, Any]):
+    """`stream_options` the gateway adds to an OpenAI-format stream for usage (SPEC §2.6) when
+    the client sent none (`concord.gateway.bridge`): being the gateway's own, an adapter may
+    leave them out for a server that refuses the field (`HTTPProvider.stream`)."""
+
+    __slots__ = ()
+
 
 class HTTPStream:
     """An open upstream event stream. The first event is read before `stream()` returns, so a
@@ -431,14 +544,33 @@ class HTTPStream:
         self._complete = False
         self._closed = False
 
-    async def prefetch(self) -> None:
-        """Read until the first event (keep-alive comments do not count) or the end."""
-        while not self._pending and not self._eof:
-            self._pending = await self._read()
+    async def prefetch(self) -> bytes | None:
+        """Read until the first event (keep-alive comments do not count) or the end. None once
+        an event arrived; else the whole body, in which no event was found (a server that
+        ignores `stream` answers JSON), for `HTTPProvider._unstreamed` to judge."""
+        unread: list[bytes] = []
+        content = self._response.content
+        while True:
+            try:
+                chunk = await content.readany()
+            except (TimeoutError, aiohttp.ClientError) as error:
+                raise self._read_error(error) from error
+            if not chunk:
+                self._eof = True
+                self._pending = self._parser.finish()
+                return None if self._pending else b"".join(unread)
+            self._pending = self._parser.feed(chunk)
+            if self._pending:
+                return None
+            unread.append(chunk)
 
     def first_event(self) -> SSEEvent | None:
         """The first event `prefetch` read, not yet consumed (None when the stream was empty)."""
         return self._pending[0] if self._pending else None
+
+    def replay(self, events: list[SSEEvent]) -> None:
+        """Serve `events` as the stream: the body they stand for was read to its end."""
+        self._pending = events
 
     def __aiter__(self) -> AsyncIterator[SSEEvent]:
         return self._iterate()
@@ -484,17 +616,19 @@ class HTTPStream:
         try:
             chunk = await self._response.content.readany()
         except TimeoutError as error:
-            raise UpstreamTimeout(
-                f"{self._provider}: no data for {self._timeout:g}s mid-stream"
-            ) from error
+            raise self._read_error(error) from error
         except aiohttp.ClientError as error:
             if self._closed:  # our own aclose() cut the connection: just stop
                 self._eof = True
                 return []
-            raise UpstreamConnectionError(
-                f"{self._provider}: stream dropped ({type(error).__name__})"
-            ) from error
+            raise self._read_error(error) from error
         if not chunk:
             self._eof = True
             return self._parser.finish()
         return self._parser.feed(chunk)
+
+    def _read_error(self, error: Exception) -> UpstreamError:
+        """A failed read as the error the attempt loop judges: silence, or a dropped link."""
+        if isinstance(error, TimeoutError):
+            return UpstreamTimeout(f"{self._provider}: no data for {self._timeout:g}s mid-stream")
+        return UpstreamConnectionError(f"{self._provider}: stream dropped ({type(error).__name__})")

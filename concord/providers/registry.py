@@ -3,25 +3,26 @@
 `ProviderPool.sync(specs)` is called with every newly compiled graph's providers: an adapter whose
 spec is unchanged (compared by value) is kept, with its pooled session and key cooldowns; a new or
 changed spec gets a fresh adapter; a removed or replaced adapter is closed after a grace period, so
-requests still running on the previous graph finish on it.
+requests still running on the previous graph finish on it. A fresh adapter for the same upstream
+(same type and base_url) takes over the cooldowns of the keys it still lists, by key value.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 from concord.engine.graph import ProviderSpec
 from concord.providers.anthropic import AnthropicProvider
 from concord.providers.azure import AzureProvider
 from concord.providers.base import Provider
+from concord.providers.keys import KeyRing
 from concord.providers.mock import MockProvider
 from concord.providers.openai import OpenAIProvider
 
 DEFAULT_GRACE = 60.0
-_NONE: frozenset[str] = frozenset()
 
 _ADAPTERS: dict[str, Callable[[ProviderSpec], Provider]] = {
     "openai": OpenAIProvider,
@@ -84,29 +85,41 @@ class ProviderPool:
     def providers(self) -> Mapping[str, Provider]:
         return dict(self._providers)
 
-    def unavailable(self) -> frozenset[str]:
-        """Providers with no usable key right now (feeds `RuntimeView.unavailable_providers`).
+    def unavailable(self) -> Unavailable:
+        """Providers with no usable key right now, and the targets whose model every key of
+        their provider is cooling down for (`RuntimeView.unavailable_providers`, `cooling_targets`).
 
-        Asked on every request: with no key cooling down each check is one comparison
-        (`KeyRing.first_healthy`), and the usual answer, none, is a shared empty set."""
-        names = [name for name, p in self._providers.items() if not p.available]
-        return frozenset(names) if names else _NONE
+        Asked on every request: with no key cooling down each check is a comparison or two
+        (`KeyRing.first_healthy`, `KeyRing.cooling_models`), and the usual answer, none, is a
+        shared empty set."""
+        names: list[str] = []
+        targets: list[str] = []
+        for name, provider in self._providers.items():
+            if not provider.available:
+                names.append(name)
+                continue
+            ring = getattr(provider, "keys", None)
+            cooling = ring.cooling_models() if isinstance(ring, KeyRing) else None
+            if cooling:
+                targets.extend(f"{name}/{model}" for model in cooling)
+        return Unavailable(names, targets) if names or targets else _NONE
 
     def sync(self, specs: Mapping[str, ProviderSpec]) -> None:
         """Match the pool to `specs`: keep unchanged adapters, build new ones, retire the rest."""
-        retired: list[tuple[str, Provider]] = []
-        for name, provider in list(self._providers.items()):
+        retired: dict[str, tuple[ProviderSpec, Provider]] = {}
+        for name in list(self._providers):
             spec = specs.get(name)
             if spec is not None and _same_adapter(self._specs[name], spec):
                 self._specs[name] = spec
                 continue
-            retired.append((name, provider))
-            del self._providers[name], self._specs[name]
+            retired[name] = (self._specs.pop(name), self._providers.pop(name))
         for name, spec in specs.items():
             if name not in self._providers:
                 self._providers[name] = self._build(spec)
                 self._specs[name] = spec
-        for name, provider in retired:
+                if name in retired:
+                    _keep_cooldowns(*retired[name], spec, self._providers[name])
+        for name, (_, provider) in retired.items():
             self._retire(name, provider)
 
     async def close(self) -> None:
@@ -143,3 +156,32 @@ def _same_adapter(running: ProviderSpec, loaded: ProviderSpec) -> bool:
     cooldowns: health probes are run from the graph's specs, never by the adapter, so a change
     to `probe` alone does not need a new one."""
     return loaded == running or replace(loaded, probe=None) == replace(running, probe=None)
+
+
+class Unavailable(frozenset[str]):
+    """Names of providers with no usable key; `targets` holds the ids ("provider/model") of
+    targets whose upstream model every key of an otherwise usable provider is cooling down for.
+
+    A set of names, as `RuntimeState.view` has always taken, that carries the targets along."""
+
+    targets: frozenset[str]
+
+    def __new__(cls, names: Iterable[str] = (), targets: Iterable[str] = ()) -> Unavailable:
+        made = super().__new__(cls, names)
+        made.targets = frozenset(targets)
+        return made
+
+
+_NONE = Unavailable()
+
+
+def _keep_cooldowns(
+    running: ProviderSpec, old: Provider, loaded: ProviderSpec, new: Provider
+) -> None:
+    """A rebuilt adapter of the same upstream keeps the cooldowns of the keys it still lists: a
+    reload that adds or removes a key must not hand a benched key straight back to traffic."""
+    if (running.type, running.base_url) != (loaded.type, loaded.base_url):
+        return  # another upstream may well accept the key
+    before, after = getattr(old, "keys", None), getattr(new, "keys", None)
+    if isinstance(before, KeyRing) and isinstance(after, KeyRing):
+        after.adopt(before)

@@ -62,6 +62,7 @@ OPENAI_CONTEXT_MESSAGE = (
     "200000 tokens. Please reduce the length of the messages."
 )
 ANTHROPIC_CONTEXT_MESSAGE = "prompt is too long: 210000 tokens > 200000 maximum"
+UNKNOWN_STREAM_OPTIONS = "Unrecognized request argument supplied: stream_options"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,12 @@ class Fault:
     - `stream_error`: streams only: answer 200, then send as the first event an error of this
       status in the provider's format (`message`, `error_type` fill it), and end the stream.
     - `context_length`: a 400 context-length error as the provider words it.
+    - `reject_stream_options`: OpenAI format only: a request that carries `stream_options` gets
+      the 400 Azure api-versions before 2024-10-21 and older OpenAI-compatible servers give
+      ("Unrecognized request argument supplied: stream_options"); one without it is answered.
+    - `ignore_stream`: answer `stream: true` with the complete JSON answer, as a server that does
+      not stream does (status 200, `application/json`).
+    - `raw_body`: answer 200 with exactly this body (`text/html`), whatever was asked.
     - `reply`, `tool_call` (+ `tool_arguments`): a fixed answer instead of the echo.
     - `usage`: exact usage numbers to report (`Usage.input_tokens` includes cached ones).
     """
@@ -98,6 +105,9 @@ class Fault:
     omit_done: bool = False
     stream_error: int | None = None
     context_length: bool = False
+    reject_stream_options: bool = False
+    ignore_stream: bool = False
+    raw_body: str | None = None
     reply: str | None = None
     tool_call: str | None = None
     tool_arguments: str = "{}"
@@ -279,15 +289,19 @@ class FakeUpstream:
     def _openai(self, endpoint: UpstreamEndpoint) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
             body, behaviour = await self._record(request)
+            if behaviour.raw_body is not None:
+                return web.Response(text=behaviour.raw_body, content_type="text/html")
             if behaviour.stream_error and body.get("stream"):
                 return await self._stream(request, [_openai_error_event(behaviour)], NORMAL)
+            if behaviour.reject_stream_options and "stream_options" in body:
+                return _openai_error(Fault(status=400, message=UNKNOWN_STREAM_OPTIONS))
             if behaviour.status or behaviour.context_length:
                 return _openai_error(behaviour)
             model = str(body.get("model") or request.match_info.get("deployment") or "")
             if endpoint == "embeddings":
                 return web.json_response(embedding_response(model, body))
             reply, usage = _answer(endpoint, body, behaviour)
-            if not body.get("stream"):
+            if not body.get("stream") or behaviour.ignore_stream:
                 build = openai_chat_response if endpoint == "chat" else completion_response
                 return web.json_response(build(model, reply, usage))
             include = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -299,13 +313,15 @@ class FakeUpstream:
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         body, behaviour = await self._record(request)
+        if behaviour.raw_body is not None:
+            return web.Response(text=behaviour.raw_body, content_type="text/html")
         if behaviour.stream_error and body.get("stream"):
             return await self._stream(request, [_anthropic_error_event(behaviour)], NORMAL)
         if behaviour.status or behaviour.context_length:
             return _anthropic_error(behaviour)
         model = str(body.get("model") or "")
         reply, usage = _answer("messages", body, behaviour)
-        if not body.get("stream"):
+        if not body.get("stream") or behaviour.ignore_stream:
             return web.json_response(anthropic_message_response(model, reply, usage))
         events = anthropic_message_events(model, reply, usage)
         return await self._stream(request, events, behaviour)

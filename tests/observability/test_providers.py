@@ -78,8 +78,11 @@ async def test_open_circuit_and_cooling_key_are_reported(
     assert (await gw.chat(model="mini")).status_code >= 400
     entry = await provider(gw)
     assert entry["keys"][0]["key"] == "key#1"
-    assert entry["keys"][0]["cooldown_until"] is not None
-    assert entry["available"] is False and entry["state"] == "unhealthy"
+    # SPEC §2.2: a 429 benches the key for that model only; the provider serves its others
+    assert entry["keys"][0]["cooldown_until"] is None
+    assert entry["keys"][0]["models"]["gpt-4o-mini"] is not None
+    assert target(entry, "up/gpt-4o-mini")["keys_cooling_until"] is not None
+    assert entry["available"] is True and entry["state"] == "unhealthy"
 
 
 async def test_providers_endpoint_needs_the_admin_key(start: Start) -> None:

@@ -158,7 +158,9 @@ async def test_429_cools_the_key_and_the_next_key_answers(openai, upstream):
         "Bearer sk-two",
     ]
     first, second = openai.key_status()
-    assert first["key"] == "key#1" and 15 < first["cooldown_until"] - time.time() <= 20
+    # SPEC §2.2: a 429 benches the key for the model that answered it, not for every model
+    assert first["key"] == "key#1" and first["cooldown_until"] is None
+    assert 15 < first["models"]["gpt-4o"] - time.time() <= 20
     assert second == {"key": "key#2", "cooldown_until": None}
     # The cooled key stays benched: the next call goes straight to the second key.
     await openai.send(UpstreamRequest("chat", chat(), timeout=5))
@@ -432,7 +434,7 @@ async def test_openai_stream_opening_with_an_error_event_raises_its_status(opena
         "Bearer sk-one",
         "Bearer sk-two",
     ]
-    assert openai.key_status()[0]["cooldown_until"] is not None
+    assert openai.key_status()[0]["models"]["gpt-4o"] is not None
 
 
 async def test_stream_opening_with_a_context_length_error_is_a_context_length_error(
