@@ -108,11 +108,13 @@ class Provider(Protocol):
 
     @property
     def available(self) -> bool:
-        """False when every API key is cooling down or none is configured."""
+        """False when every API key is cooling down for every model (401/403), or none is
+        configured; a key cooling for one model after a 429 leaves the provider available."""
         ...
 
     def key_status(self) -> list[dict[str, Any]]:
-        """Per key: a masked label (never the key), and `cooldown_until` (epoch s) or None."""
+        """Per key: a masked label (never the key), `cooldown_until` (epoch s) or None for a
+        cooldown of every model, and `models`, the models it is cooling for after a 429."""
         ...
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
