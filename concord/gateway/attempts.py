@@ -133,6 +133,7 @@ class AttemptsFailed(UpstreamFailed):
     def __init__(self, message: str, *, status: int, calls: int, code: str | None = None) -> None:
         super().__init__(message, status=status, code=code)
         self.calls = calls
+        self.answered_by: Attempt | None = None  # the target whose client error this passes on
 
 
 class AttemptRunner:
@@ -249,7 +250,9 @@ class AttemptRunner:
                 trail.append(f"{target}: {_describe(error)}")
                 outcome.error = error
                 if isinstance(error, UpstreamStatusError) and error.status in CLIENT_ERRORS:
-                    raise _client_error(error, earlier + outcome.calls) from None
+                    failed = _client_error(error, earlier + outcome.calls)
+                    failed.answered_by = attempt
+                    raise failed from None
                 if not _retryable(error, decision.retry) or tries >= attempt.tries:
                     return outcome
                 delay = self._delay(decision.retry, tries, error.retry_after)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from concord.deadlines import call_later
-from concord.engine.graph import Decision, Endpoint, Graph, RequestContext
+from concord.engine.graph import Attempt, Decision, Endpoint, Graph, RequestContext
 from concord.gateway.attempts import AttemptsFailed, Job, Overhead, Served, charged
 from concord.gateway.auth import Principal
 from concord.gateway.bridge import Relay
@@ -67,6 +67,7 @@ class Call:
 
     __slots__ = (
         "admission",
+        "answered_by",
         "calls",
         "ctx",
         "decision",
@@ -99,6 +100,7 @@ class Call:
         self.spent: list[Overhead] = _NOTHING_SPENT  # the attempt loop's, once it runs
         self.downgraded: str | None = None
         self.admission: Admission | None = None
+        self.answered_by: Attempt | None = None  # an upstream that refused the request itself
         self.calls = 0
         self.legacy_functions = False  # a chat request with OpenAI's deprecated `functions`
         self.request_body: bytes | None = None  # kept only with `server.log_bodies`
@@ -122,9 +124,9 @@ class Call:
         if decision is not None:
             headers.append((b"x-concord-route", (decision.route or "-").encode()))
             model = decision.model
-        if self.served is not None:
-            model = self.served.attempt.model
-            provider = self.served.attempt.target.provider
+        answered = self.served.attempt if self.served is not None else self.answered_by
+        if answered is not None:
+            model, provider = answered.model, answered.target.provider
         elif admission is not None and admission.cached is not None:
             hit = admission.cached  # SPEC §2.5: who answered originally
             model, provider = hit.model or model, hit.provider or provider
@@ -261,6 +263,7 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
     except GatewayError as error:
         if isinstance(error, AttemptsFailed):
             call.calls = error.calls
+            call.answered_by = error.answered_by
         if call.request_body is not None:
             call.response_body = error.render(call.wire)
         _finish(state, call, call.record(error.status, error=error.kind))

@@ -84,6 +84,8 @@ async def test_client_errors_are_returned_at_once(make_gateway: MakeGateway, ups
         await chat(gw.openai())
     assert "bad temperature" in error.value.message
     assert len(upstream.requests) == 1
+    headers = error.value.response.headers  # SPEC §3: who refused it
+    assert (headers["x-concord-model"], headers["x-concord-provider"]) == ("gpt-4o", "a")
 
 
 async def test_all_failed_is_502_listing_attempts_without_secrets(
