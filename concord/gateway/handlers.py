@@ -27,7 +27,6 @@ from concord.engine.graph import Attempt, Decision, Endpoint, Graph, RequestCont
 from concord.gateway.attempts import AttemptsFailed, Job, Overhead, Served, charged
 from concord.gateway.auth import Principal
 from concord.gateway.bridge import Relay
-from concord.gateway.cache_replay import replay_stream, with_model
 from concord.gateway.errors import ClientWire, GatewayError, ModelNotFound, PolicyRejected
 from concord.gateway.guards import Admission
 from concord.gateway.parse import (
@@ -50,6 +49,7 @@ from concord.gateway.respond import (
 from concord.gateway.tokens import estimate_answer
 from concord.translate.anthropic_openai import uses_legacy_functions
 from concord.translate.collect import collector_for
+from concord.translate.replay import replay_stream, with_model
 from concord.translate.usage import Usage
 
 if TYPE_CHECKING:
@@ -232,7 +232,8 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
         holding = True
         ctx = build_context(endpoint, body, call.principal, headers)
         ctx = call.ctx = await state.guards.prepare(graph, ctx)  # budget_used, when routed on
-        runtime = state.runtime.view(state.pool.unavailable())
+        unavailable = state.pool.unavailable()
+        runtime = state.runtime.view(unavailable, unavailable.targets)
         decision = call.decision = graph.decide(ctx, runtime)
         _check(decision, ctx)
         sent = apply_params(body, decision.params)

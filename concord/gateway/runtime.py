@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from concord.engine.graph import BreakerPolicy, RuntimeView
 
 EWMA_ALPHA = 0.2
-_NO_TARGETS: frozenset[str] = frozenset()
+_NOTHING: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -129,13 +129,15 @@ class RuntimeState:
         self._rr: dict[str, int] = {}
         self._random = random.random
 
-    def view(self, unavailable: Iterable[str] = ()) -> RuntimeView:
-        """This request's view; `unavailable` is `ProviderPool.unavailable()`, whose `targets`
-        (targets every key is cooling down for) come along when it has them."""
+    def view(
+        self, unavailable: frozenset[str] = _NOTHING, cooling: frozenset[str] = _NOTHING
+    ) -> RuntimeView:
+        """This request's view: the providers with no usable key and the targets every key is
+        cooling down for (`ProviderPool.unavailable()` and its `targets`)."""
         return RuntimeView(
             open_circuits=self.breakers.blocked(),
-            unavailable_providers=frozenset(unavailable),
-            cooling_targets=getattr(unavailable, "targets", _NO_TARGETS),
+            unavailable_providers=unavailable,
+            cooling_targets=cooling,
             rr_position=RoundRobinDraw(self._rr),
             latency_ms=self.latency_ms,
             draw=self._random(),

@@ -48,7 +48,6 @@ from yarl import URL
 
 from concord.deadlines import call_later
 from concord.engine.graph import ProviderSpec
-from concord.gateway.cache_replay import anthropic_events, chat_chunks, completion_chunks
 from concord.providers.base import (
     ContextLengthError,
     SSEEvent,
@@ -69,6 +68,7 @@ from concord.providers.keys import (
 )
 from concord.providers.sse import SSEParser, is_error_event
 from concord.translate.anthropic_openai import error_message, is_context_length_message
+from concord.translate.replay import anthropic_events, chat_chunks, completion_chunks
 
 T = TypeVar("T")
 Call = Callable[[UpstreamRequest, "str | None"], Awaitable[T]]

@@ -56,6 +56,8 @@ class ProviderPool:
         self._specs: dict[str, ProviderSpec] = {}
         self._providers: dict[str, Provider] = {}
         self._retiring: dict[Provider, str] = {}  # adapter -> its provider name
+        # what `unavailable()` asks on every request, looked up once per sync
+        self._checks: tuple[tuple[str, Provider, KeyRing | None], ...] = ()
         self._drains: set[asyncio.Task[None]] = set()
         if specs:
             self.sync(specs)
@@ -94,12 +96,11 @@ class ProviderPool:
         shared empty set."""
         names: list[str] = []
         targets: list[str] = []
-        for name, provider in self._providers.items():
+        for name, provider, ring in self._checks:
             if not provider.available:
                 names.append(name)
                 continue
-            ring = getattr(provider, "keys", None)
-            cooling = ring.cooling_models() if isinstance(ring, KeyRing) else None
+            cooling = ring.cooling_models() if ring is not None else None
             if cooling:
                 targets.extend(f"{name}/{model}" for model in cooling)
         return Unavailable(names, targets) if names or targets else _NONE
@@ -121,12 +122,14 @@ class ProviderPool:
                     _keep_cooldowns(*retired[name], spec, self._providers[name])
         for name, (_, provider) in retired.items():
             self._retire(name, provider)
+        self._checks = tuple((name, p, _ring(p)) for name, p in self._providers.items())
 
     async def close(self) -> None:
         """Close every adapter now, retiring ones included (server shutdown)."""
         for task in list(self._drains):
             task.cancel()
         providers = [*self._providers.values(), *self._retiring]
+        self._checks = ()
         self._providers.clear()
         self._specs.clear()
         self._retiring.clear()
@@ -182,6 +185,12 @@ def _keep_cooldowns(
     reload that adds or removes a key must not hand a benched key straight back to traffic."""
     if (running.type, running.base_url) != (loaded.type, loaded.base_url):
         return  # another upstream may well accept the key
-    before, after = getattr(old, "keys", None), getattr(new, "keys", None)
-    if isinstance(before, KeyRing) and isinstance(after, KeyRing):
+    before, after = _ring(old), _ring(new)
+    if before is not None and after is not None:
         after.adopt(before)
+
+
+def _ring(provider: Provider) -> KeyRing | None:
+    """The adapter's API keys, when it has a key ring (the mock has none)."""
+    ring = getattr(provider, "keys", None)
+    return ring if isinstance(ring, KeyRing) else None

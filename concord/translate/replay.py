@@ -1,11 +1,12 @@
-"""Replay a cached answer as a stream (SPEC §2.5: "A cached response is replayed as a stream when
-the client asks for one").
+"""A complete answer as the stream it stands for.
 
-The cache stores complete client-format bodies; these pure functions turn one into the event
-stream the client's SDK expects, in one piece (the answer is already complete, so there is
-nothing to gain from trickling it): OpenAI chat chunks, legacy completion chunks (each with the
-usage chunk when `stream_options.include_usage` asked for it, then `[DONE]`), or Anthropic's
-full event sequence from `message_start` to `message_stop`.
+Two places hold a whole answer where a stream was asked for: the cache (SPEC §2.5: "A cached
+response is replayed as a stream when the client asks for one"; it stores complete client-format
+bodies) and an upstream that ignores `stream: true` and answers JSON (`providers.http`). These
+pure functions turn one into the event stream an SDK expects, in one piece (the answer is already
+complete, so there is nothing to gain from trickling it): OpenAI chat chunks, legacy completion
+chunks (each with the usage chunk when `stream_options.include_usage` asked for it, then
+`[DONE]`), or Anthropic's full event sequence from `message_start` to `message_stop`.
 """
 
 from __future__ import annotations
