@@ -593,6 +593,11 @@ class HTTPStream:
                         self._finished = True
                         self._watch_finish = False
                     yield event
+                    if is_error_event(event):
+                        # the upstream's error ends its stream: nothing after it is relayed, and
+                        # the client is not kept waiting for a connection it may hold open
+                        self._eof = True
+                        break
                 if self._eof:
                     self._complete = self._complete or self._ended_cleanly(event)
                     break

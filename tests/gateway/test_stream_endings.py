@@ -3,7 +3,9 @@ error event mid-stream (docs/http.md: a failure arrives as a last event and the 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +17,7 @@ from aiohttp import web
 
 from concord.providers.base import SSEEvent
 from concord.providers.sse import SSEParser, is_error_event
-from tests.fakes.upstream import FakeUpstream, Fault
+from tests.fakes.upstream import FakeUpstream, Fault, encode_event
 from tests.gateway.conftest import CLIENT_KEY, MakeGateway
 
 Edit = Callable[[list[SSEEvent]], list[SSEEvent]]
@@ -245,3 +247,46 @@ async def test_an_error_after_a_finished_choice_still_ends_the_stream_failed(
     edited.edit = None
     again = await gw.http.post("/v1/chat/completions", json=body, headers=headers)
     assert again.headers["x-concord-cache"] == "miss"
+
+
+class HeldOpenUpstream(EditedUpstream):
+    """Sends each stream's (edited) events, then keeps the connection open without a word, as
+    a proxy in front of a failed upstream may."""
+
+    async def _stream(
+        self, request: web.Request, events: list[SSEEvent], behaviour: Fault
+    ) -> web.StreamResponse:
+        if self.edit is not None:
+            events = self.edit(events)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in events:
+            await response.write(encode_event(event))
+        await asyncio.sleep(30)
+        return response
+
+
+@pytest.mark.parametrize(("path", "model"), CASES)
+async def test_an_error_event_ends_the_stream_even_when_the_upstream_keeps_it_open(
+    make_gateway: MakeGateway, path: str, model: str
+):
+    """The client's stream ends at the upstream's error event, with nothing after it relayed;
+    it does not wait for the upstream to close (or for the read timeout)."""
+    async with HeldOpenUpstream() as held:
+        gw = make_gateway(providers(held))
+
+        def error_then_more(events: list[SSEEvent]) -> list[SSEEvent]:
+            return [*error_after(2)(events), *events[2:]]
+
+        held.edit = error_then_more
+        headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+        started = time.monotonic()
+        answer = await asyncio.wait_for(
+            gw.http.post(path, json=_request(path, model), headers=headers), timeout=10
+        )
+        assert time.monotonic() - started < 5
+        events = _events(answer.text)
+        errors = [e for e in events if _is_error(e)]
+        assert len(errors) == 1 and errors[0] is events[-1], [e.data for e in events]
+        assert "Overloaded" in errors[0].data
+        assert gw.recorder.records[-1].status == 502
