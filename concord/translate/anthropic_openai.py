@@ -415,10 +415,7 @@ def openai_request_to_anthropic(body: JSON, *, default_max_tokens: int = 4096) -
     }
     if system:
         out["system"] = system[0]["text"] if len(system) == 1 else system
-    if body.get("temperature") is not None:
-        out["temperature"] = min(float(body["temperature"]), 1.0)
-    if body.get("top_p") is not None:
-        out["top_p"] = body["top_p"]
+    out.update(_openai_sampling(body))
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -431,6 +428,22 @@ def openai_request_to_anthropic(body: JSON, *, default_max_tokens: int = 4096) -
         out["output_config"] = output_config
     out.update(_openai_tool_fields(body))
     return out
+
+
+def _openai_sampling(body: JSON) -> JSON:
+    """`temperature` (capped at Anthropic's 1) and `top_p`, of which Claude models since Opus 4.1
+    take only one (a 400: "cannot both be specified"), while OpenAI clients often send both.
+    One left at the value that changes nothing (1, as Anthropic defaults both) is dropped; when
+    both narrow the sampling, `temperature` is kept, as Anthropic advises altering only it."""
+    temperature, top_p = body.get("temperature"), body.get("top_p")
+    if temperature is not None:
+        temperature = min(float(temperature), 1.0)
+    if temperature is None or top_p is None:
+        given = {"temperature": temperature, "top_p": top_p}
+        return {name: value for name, value in given.items() if value is not None}
+    if temperature == 1.0 and top_p != 1:
+        return {"top_p": top_p}
+    return {"temperature": temperature}
 
 
 def _openai_output_config(body: JSON) -> JSON:

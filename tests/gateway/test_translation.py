@@ -424,3 +424,22 @@ async def test_an_openai_format_upstream_error_reaches_an_openai_client_whole(
         assert error.body["innererror"] == extra["innererror"]
     else:
         raise AssertionError("the upstream's 400 was not passed on")
+
+
+async def test_an_openai_client_sending_temperature_and_top_p_reaches_claude_with_one(
+    make_gateway: MakeGateway, upstream
+):
+    """Claude models since Opus 4.1 answer 400 to a request with both; OpenAI clients and
+    frameworks often send `top_p: 1` beside their temperature."""
+    gw = make_gateway(providers(upstream))
+    hello = [{"role": "user", "content": "Hello"}]
+    client = gw.openai()
+    answer = await client.chat.completions.create(
+        model="claude", messages=hello, temperature=0.2, top_p=1
+    )
+    assert answer.choices[0].message.content
+    sent = upstream.requests[-1].json
+    assert sent["temperature"] == 0.2 and "top_p" not in sent
+    await client.chat.completions.create(model="claude", messages=hello, temperature=1, top_p=0.3)
+    sent = upstream.requests[-1].json
+    assert sent["top_p"] == 0.3 and "temperature" not in sent

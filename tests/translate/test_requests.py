@@ -239,6 +239,30 @@ def test_openai_system_and_developer_messages_become_top_level_system():
     assert out["max_tokens"] == 321
 
 
+@pytest.mark.parametrize(
+    ("sampling", "sent"),
+    [
+        ({"top_p": 0.5}, {"top_p": 0.5}),
+        ({"temperature": 0.2}, {"temperature": 0.2}),
+        # Claude models since Opus 4.1 refuse both: the one that changes nothing goes
+        ({"temperature": 0.2, "top_p": 1}, {"temperature": 0.2}),
+        ({"temperature": 1, "top_p": 0.3}, {"top_p": 0.3}),
+        ({"temperature": 1.7, "top_p": 0.3}, {"top_p": 0.3}),  # 1.7 is Anthropic's 1
+        ({"temperature": 1, "top_p": 1}, {"temperature": 1.0}),
+        # both narrow the sampling: temperature, the one Anthropic advises altering
+        ({"temperature": 0.5, "top_p": 0.9}, {"temperature": 0.5}),
+        ({"temperature": 0, "top_p": 0.1}, {"temperature": 0.0}),
+    ],
+)
+def test_openai_sampling_reaches_anthropic_as_one_parameter(
+    sampling: dict[str, float], sent: dict[str, float]
+):
+    turns = [{"role": "user", "content": "Hi"}]
+    out = openai_request_to_anthropic({"model": "claude", "messages": turns, **sampling})
+    validate_anthropic_request(out)
+    assert {name: out[name] for name in ("temperature", "top_p") if name in out} == sent
+
+
 def test_openai_parameters_map_to_anthropic_names():
     out = openai_request_to_anthropic(
         {
@@ -247,7 +271,6 @@ def test_openai_parameters_map_to_anthropic_names():
             "max_completion_tokens": 64,
             "max_tokens": 1000,
             "temperature": 1.7,
-            "top_p": 0.5,
             "stop": "STOP",
             "user": "u-1",
             "stream": True,
@@ -257,7 +280,6 @@ def test_openai_parameters_map_to_anthropic_names():
     validate_anthropic_request(out)
     assert out["max_tokens"] == 64
     assert out["temperature"] == 1.0  # Anthropic's range ends at 1
-    assert out["top_p"] == 0.5
     assert out["stop_sequences"] == ["STOP"]
     assert out["metadata"] == {"user_id": "u-1"}
     assert out["stream"] is True
