@@ -1,6 +1,7 @@
 """Concord against the bare pass-through floor (benchmarks/passthrough.py) on one core.
 
-    python benchmarks/bench_gateway.py [--duration 5] [--tokenizer both|with|without] [--rounds 1]
+    python benchmarks/bench_gateway.py [--duration 5] [--tokenizer both|with|without]
+        [--access-log both|on|off] [--rounds 1]
 
 A tiny aiohttp upstream answers a fixed chat completion (and a short stream) on core 1; each proxy
 runs alone, pinned to core 0 with taskset; wrk (pinned to core 1) drives it at concurrency 8 and
@@ -12,6 +13,9 @@ with a declared client key, a matching route, the memory state backend, the usag
 the temporary directory, through the records component), and observability (Prometheus metrics and
 the access log at `--log-level info`, written to a file). It is measured with and without the
 optional `tokenizers` extra (quicktok); "without" blocks the import, as in the default install.
+It is also measured without the access log (`concord-log`, served at `--log-level warning`): the
+features the throughput targets name are auth, routing, usage recording, metrics and the memory
+state backend, and the access log's own cost is then the difference between the two columns.
 """
 
 from __future__ import annotations
@@ -248,8 +252,9 @@ routes:
 """
 
 
-def concord_argv(config: Path, port: int, tokenizer: bool) -> list[str]:
-    serve = ["serve", "-c", str(config), "--port", str(port), "--log-level", "info"]
+def concord_argv(config: Path, port: int, tokenizer: bool, access_log: bool = True) -> list[str]:
+    level = "info" if access_log else "warning"  # the access log is written at info
+    serve = ["serve", "-c", str(config), "--port", str(port), "--log-level", level]
     if tokenizer:
         return [PYTHON, "-m", "concord.cli", *serve]
     return [PYTHON, "-c", NO_TOKENIZER, *serve]
@@ -289,6 +294,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--tokenizer", choices=["both", "with", "without"], default="both")
+    parser.add_argument("--access-log", choices=["both", "on", "off"], default="both")
     parser.add_argument("--rounds", type=int, default=1, help="report the median of N rounds")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -301,6 +307,7 @@ def main() -> int:
     try:
         config = write_config(work, up_url)
         modes = {"both": (False, True), "with": (True,), "without": (False,)}[args.tokenizer]
+        logging = {"both": (True, False), "on": (True,), "off": (False,)}[args.access_log]
         samples: dict[str, list[dict[str, float]]] = {}
         for _ in range(args.rounds):  # interleaved, so a busy moment hits every proxy alike
             port = free_port()
@@ -310,15 +317,17 @@ def main() -> int:
                 measure(argv, port, args.duration, scripts, log)
             )
             for tokenizer in modes:
-                name = "concord+tok" if tokenizer else "concord"
-                port = free_port()
-                log = work / f"{name}.log"
-                argv = concord_argv(config, port, tokenizer)
-                samples.setdefault(name, []).append(
-                    measure(argv, port, args.duration, scripts, log)
-                )
-                lines = log.read_text().count('"request_id"')
-                print(f"{name}: {lines} access-log lines", file=sys.stderr)
+                for access_log in logging:
+                    name = "concord+tok" if tokenizer else "concord"
+                    name += "" if access_log else "-log"
+                    port = free_port()
+                    log = work / f"{name}.log"
+                    argv = concord_argv(config, port, tokenizer, access_log)
+                    samples.setdefault(name, []).append(
+                        measure(argv, port, args.duration, scripts, log)
+                    )
+                    lines = log.read_text().count('"request_id"')
+                    print(f"{name}: {lines} access-log lines", file=sys.stderr)
     finally:
         upstream.terminate()
         upstream.wait(10)
