@@ -19,7 +19,7 @@ from concord.engine.graph import Graph
 from concord.gateway.runtime import RuntimeState
 from concord.observability.health import PassiveHealth, ProbeResult, worst
 from concord.providers.base import Provider
-from concord.providers.keys import KeyRing
+from concord.providers.keys import key_ring
 from concord.providers.registry import ProviderPool
 
 if TYPE_CHECKING:
@@ -93,8 +93,8 @@ def providers_report(
 def _keys_cooling_until(adapter: Provider | None, target_id: str) -> float | None:
     """When every key of the target's provider is cooling down for its upstream model (SPEC
     §2.2: a 429 benches a key for that model only): the epoch second the first is back."""
-    ring = getattr(adapter, "keys", None)
-    if not isinstance(ring, KeyRing) or not len(ring):
+    ring = key_ring(adapter)
+    if ring is None:
         return None
     wait = ring.wait(target_id.partition("/")[2])
     return round(time.time() + wait, 3) if wait > 0 else None

@@ -111,8 +111,7 @@ class _AdminAPI:
             _string(body, "name"), budget, tags, models=models
         )
         # as GET lists it: spend in the current period (usage logged under the name before)
-        listed = {r.name: r for r in await self.ctx.workspaces.list()}
-        record = listed.get(record.name, record)
+        record = await self.ctx.workspaces.with_spend(record)
         # `id` keeps V0 scripts working: they pass it to POST /_admin/keys/{id}.
         return JSONResponse({"id": record.name, **record.to_json()}, status_code=201)
 

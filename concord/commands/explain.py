@@ -266,6 +266,6 @@ def _blocked(decision: Decision, rule: BudgetRule) -> Decision:
     """The 429 insufficient_quota / budget_exceeded answer, as a rejected decision."""
     from concord.gateway.errors import BudgetExceeded
 
-    message = f"Budget '{rule.name}' is exhausted for this period."
-    rejection = Rejection(BudgetExceeded.status, message, BudgetExceeded.code or "budget_exceeded")
+    error = BudgetExceeded.named(rule.name)
+    rejection = Rejection(error.status, error.message, error.code or "budget_exceeded")
     return Decision(decision.route, decision.requested_model, None, rejection=rejection)

@@ -27,8 +27,12 @@ from concord.config.errors import (
     dotted,
     sort_diagnostics,
 )
+from concord.config.model import BOOLEAN_FIELDS as SCHEMA_BOOLEAN_FIELDS
 from concord.config.model import (
+    COMPARISONS,
     DATABASE_URL_PATTERN,
+    ENDPOINTS,
+    REQUESTED,
     STATE_URL_PATTERN,
     BudgetSpec,
     Config,
@@ -36,18 +40,18 @@ from concord.config.model import (
     Route,
     TargetSpec,
 )
+from concord.config.model import NUMERIC_FIELDS as SCHEMA_NUMERIC_FIELDS
+from concord.config.model import STRING_FIELDS as SCHEMA_STRING_FIELDS
 from concord.config.values import format_duration
 from concord.engine.match import SECRET_HEADERS, glob_regex
 
-REQUESTED = "$requested"
-ENDPOINTS = ("chat", "completions", "embeddings", "messages")
-
-# SPEC §2.4.1: what kind of value each `when` field holds. Headers and metadata are "any": the
-# matcher compares numbers with numeric text there (engine/match.py), so `gt` on them works.
-STRING_FIELDS = frozenset({"endpoint", "model", "workspace", "key", "user", "tags"})
-NUMERIC_FIELDS = frozenset({"input_tokens", "max_tokens", "temperature", "budget_used"})
-BOOLEAN_FIELDS = frozenset({"stream", "tools", "images"})
-NUMERIC_OPERATORS = frozenset({"gt", "gte", "lt", "lte"})
+# SPEC §2.4.1: what kind of value each `when` field holds, as the schema (config/model.py) says.
+# Headers and metadata are "any": the matcher compares numbers with numeric text there
+# (engine/match.py), so `gt` on them works.
+STRING_FIELDS = frozenset(SCHEMA_STRING_FIELDS)
+NUMERIC_FIELDS = frozenset(SCHEMA_NUMERIC_FIELDS)
+BOOLEAN_FIELDS = frozenset(SCHEMA_BOOLEAN_FIELDS)
+NUMERIC_OPERATORS = frozenset(COMPARISONS)
 # Operators whose operands are compared for equality (so strings in them are globs).
 EQUALITY_OPERATORS = frozenset({"eq", "ne", "in", "not_in"})
 # SPEC §2.4.2: `params.set` may not force these: routing picks the model, the client the stream.

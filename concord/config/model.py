@@ -126,7 +126,7 @@ _ENDPOINT_TEXT = {
         {"type": "string", "pattern": "^(" + "|".join(map(_globs_of, ENDPOINTS)) + ")$"},
     ]
 }
-_COMPARISONS = ("gt", "gte", "lt", "lte")
+COMPARISONS = ("gt", "gte", "lt", "lte")
 
 
 def _match_value(scalar: dict[str, Any], comparisons: bool = True) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def _match_value(scalar: dict[str, Any], comparisons: bool = True) -> dict[str, 
     listed = {"type": "array", "items": scalar}
     operators: dict[str, Any] = {"eq": scalar, "ne": scalar, "in": listed, "not_in": listed}
     if comparisons:
-        operators.update({op: {"type": "number"} for op in _COMPARISONS})
+        operators.update({op: {"type": "number"} for op in COMPARISONS})
     operators.update({"regex": {"type": "string"}, "exists": {"type": "boolean"}})
     operator_map = {
         "type": "object",

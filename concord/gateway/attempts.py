@@ -16,7 +16,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,7 +43,7 @@ from concord.providers.base import (
     UpstreamStream,
     UpstreamTimeout,
 )
-from concord.providers.keys import KeyRing
+from concord.providers.keys import key_ring
 from concord.translate.anthropic_openai import error_message
 from concord.translate.usage import Usage
 
@@ -90,13 +90,16 @@ class Overhead:
     usage: Usage
 
     def cost(self, models: Mapping[str, CatalogModel]) -> float:
-        """USD at `model`'s catalog price; 0 when the model has no price."""
-        catalog = models.get(self.model)
-        price = catalog.price if catalog is not None else None
-        if price is None:
-            return 0.0
-        used = self.usage
-        return price.cost(used.input_tokens, used.output_tokens, used.cached_tokens)
+        return usage_cost(models, self.model, self.usage)
+
+
+def usage_cost(models: Mapping[str, CatalogModel], model: str, usage: Usage) -> float:
+    """USD for `usage` at catalog model `model`'s price; 0 when it has no price."""
+    catalog = models.get(model)
+    price = catalog.price if catalog is not None else None
+    if price is None:
+        return 0.0
+    return price.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
 
 
 @dataclass(slots=True)
@@ -349,7 +352,7 @@ class _Outcome:
 
 
 def charged(
-    usage: Usage, cost: float, spent: list[Overhead], models: Mapping[str, CatalogModel]
+    usage: Usage, cost: float, spent: Sequence[Overhead], models: Mapping[str, CatalogModel]
 ) -> tuple[Usage, float]:
     """`usage` and `cost` with what `spent` used added, each call at its own model's price."""
     for extra in spent:
@@ -490,7 +493,7 @@ def _keys_cooling(
 def _key_wait(providers: ProviderSource, name: str, model: str) -> float | None:
     """Seconds until a key of provider `name` serves `model`; None when it has no keys."""
     try:
-        ring = getattr(providers.get(name), "keys", None)
+        ring = key_ring(providers.get(name))
     except KeyError:
         return None
-    return ring.wait(model) if isinstance(ring, KeyRing) and len(ring) else None
+    return ring.wait(model) if ring is not None else None

@@ -69,10 +69,6 @@ class Bridge:
     upstream: UpstreamEndpoint
 
     @property
-    def passthrough(self) -> bool:
-        return self.client == self.upstream
-
-    @property
     def upstream_wire(self) -> str:
         return "anthropic" if self.upstream == "messages" else "openai"
 
@@ -100,10 +96,7 @@ class Bridge:
             return anthropic_request_to_openai(body)
         if client == "chat":
             return openai_request_to_anthropic(body)
-        try:  # completions
-            out = completion_request_to_chat(body)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="prompt") from None
+        out = completion_request_to_chat(body)  # completions
         return openai_request_to_anthropic(out) if upstream == "messages" else out
 
     def usage(self, upstream_body: JSON) -> Usage:

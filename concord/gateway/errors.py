@@ -163,6 +163,10 @@ class BudgetExceeded(GatewayError):
     code = "budget_exceeded"
     openai_type = "insufficient_quota"
 
+    @classmethod
+    def named(cls, budget: str) -> BudgetExceeded:
+        return cls(f"Budget '{budget}' is exhausted for this period.")
+
 
 class Overloaded(GatewayError):
     status = 503

@@ -323,7 +323,7 @@ class StateGuards:
         grant, decision = admission.budget, admission.decision
         if grant.outcome == "blocked":
             name = grant.rule.name if grant.rule else "budget"
-            raise BudgetExceeded(f"Budget '{name}' is exhausted for this period.")
+            raise BudgetExceeded.named(name)
         downgraded = graph.downgrade(decision, grant.downgrade_to, ctx, runtime)
         if downgraded is None:
             return

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,14 @@ from starlette.responses import Response
 
 from concord.deadlines import call_later
 from concord.engine.graph import Attempt, Decision, Endpoint, Graph, RequestContext
-from concord.gateway.attempts import AttemptsFailed, Job, Overhead, Served, charged
+from concord.gateway.attempts import (
+    AttemptsFailed,
+    Job,
+    Overhead,
+    Served,
+    charged,
+    usage_cost,
+)
 from concord.gateway.auth import Principal
 from concord.gateway.bridge import Relay
 from concord.gateway.errors import ClientWire, GatewayError, ModelNotFound, PolicyRejected
@@ -57,9 +64,6 @@ if TYPE_CHECKING:
     from concord.gateway.limits import ConcurrencyLimiter
 
 log = logging.getLogger("concord.gateway")
-
-
-_NOTHING_SPENT: list[Overhead] = []  # never appended to: a request the attempt loop never ran
 
 
 class Call:
@@ -97,7 +101,7 @@ class Call:
         self.ctx: RequestContext | None = None
         self.decision: Decision | None = None
         self.served: Served | None = None
-        self.spent: list[Overhead] = _NOTHING_SPENT  # the attempt loop's, once it runs
+        self.spent: Sequence[Overhead] = ()  # the attempt loop's, once it runs
         self.downgraded: str | None = None
         self.admission: Admission | None = None
         self.answered_by: Attempt | None = None  # an upstream that refused the request itself
@@ -152,12 +156,7 @@ class Call:
         served = self.served
         hit = self.admission.cached if self.admission is not None else None
         usage = usage or Usage()
-        cost = 0.0
-        if served is not None:
-            catalog = self.graph.models.get(served.attempt.model)
-            price = catalog.price if catalog is not None else None
-            if price is not None:
-                cost = price.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        cost = usage_cost(self.graph.models, served.attempt.model, usage) if served else 0.0
         if self.spent:  # summaries made on the way: paid for upstream however the request ended
             usage, cost = charged(usage, cost, self.spent, self.graph.models)
         ctx = self.ctx

@@ -435,8 +435,8 @@ class HTTPProvider:
         """The error a 200 stream opened with (`event: error`, or an error object as data)
         as the status error it stands for, or None when its first event is not an error."""
         event = stream.first_event()
-        if event is None or (event.event != "error" and '"error"' not in event.data):
-            return None  # the common case: no JSON parsed
+        if event is None or not is_error_event(event):
+            return None
         raw = event.data.encode()
         status = _stream_error_status(_decode_body(raw))
         if status is None and event.event == "error":
@@ -582,7 +582,7 @@ class HTTPStream:
         self._response.close()
 
     async def _iterate(self) -> AsyncIterator[SSEEvent]:
-        event: SSEEvent | None = None  # the last event yielded, once the loop is over
+        failed = False  # the upstream ended the stream with an error event of its own
         try:
             while True:
                 events, self._pending = self._pending, []
@@ -594,12 +594,15 @@ class HTTPStream:
                         self._watch_finish = False
                     yield event
                     if is_error_event(event):
-                        # the upstream's error ends its stream: nothing after it is relayed, and
-                        # the client is not kept waiting for a connection it may hold open
-                        self._eof = True
+                        # nothing after it is relayed, and the client is not kept waiting for a
+                        # connection the upstream may hold open
+                        failed = True
                         break
+                if failed:
+                    break
                 if self._eof:
-                    self._complete = self._complete or self._ended_cleanly(event)
+                    # a clean close after a finished choice is complete without `[DONE]`
+                    self._complete = self._complete or (self._finished and not self._closed)
                     break
                 self._pending = await self._read()
         finally:
@@ -609,13 +612,6 @@ class HTTPStream:
                 self._response.close()
         if not self._complete and not self._closed:
             raise UpstreamConnectionError(f"{self._provider}: stream ended before completion")
-
-    def _ended_cleanly(self, last: SSEEvent | None) -> bool:
-        """A clean close after a finished choice is complete without `[DONE]`, unless the
-        upstream's last word was an error event: that stream failed."""
-        if not self._finished or self._closed:
-            return False
-        return last is not None and not is_error_event(last)
 
     async def _read(self) -> list[SSEEvent]:
         try:

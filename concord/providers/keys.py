@@ -227,3 +227,9 @@ class KeyRing:
             moved = until + shift
             benched[position] = max(benched.get(position, 0.0), moved)
             self._cooling_until = max(self._cooling_until, moved)
+
+
+def key_ring(adapter: object) -> KeyRing | None:
+    """The adapter's API keys, when it holds any (the mock and keyless servers hold none)."""
+    ring = getattr(adapter, "keys", None)
+    return ring if isinstance(ring, KeyRing) and len(ring) else None

@@ -145,11 +145,7 @@ def input_tokens(endpoint: UpstreamEndpoint, body: Mapping[str, Any]) -> int:
 
 def _token_ids(prompt: Any) -> int:
     """How many token ids a legacy prompt holds (`[1, 2]` or `[[1, 2], [3]]`); 0 for text."""
-    if not isinstance(prompt, list) or not prompt:
-        return 0
-    if all(isinstance(item, int) for item in prompt):
-        return len(prompt)
-    return sum(len(item) for item in prompt if isinstance(item, list))
+    return sum(len(item) for item in prompts(prompt) if isinstance(item, list))
 
 
 def last_user_text(endpoint: UpstreamEndpoint, body: Mapping[str, Any]) -> str:
@@ -232,15 +228,11 @@ def compose_replies(
         texts = [p if isinstance(p, str) else "" for p in prompts(body.get("prompt"))]
         return [reply for text in texts for reply in [_text_reply(text, body, fixed)] * n]
     first = compose_reply(endpoint, body, fixed)
-    if n == 1:
-        return [first]
     return [first, *[_again(first) for _ in range(n - 1)]]
 
 
 def _output_tokens(replies: list[Reply]) -> int:
-    """Summed over the choices, as OpenAI bills `n`; the single answer needs no loop."""
-    if len(replies) == 1:
-        return replies[0].output_tokens
+    """Summed over the choices, as OpenAI bills `n`."""
     return sum(reply.output_tokens for reply in replies)
 
 

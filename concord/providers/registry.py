@@ -18,7 +18,7 @@ from concord.engine.graph import ProviderSpec
 from concord.providers.anthropic import AnthropicProvider
 from concord.providers.azure import AzureProvider
 from concord.providers.base import Provider
-from concord.providers.keys import KeyRing
+from concord.providers.keys import KeyRing, key_ring
 from concord.providers.mock import MockProvider
 from concord.providers.openai import OpenAIProvider
 
@@ -122,7 +122,7 @@ class ProviderPool:
                     _keep_cooldowns(*retired[name], spec, self._providers[name])
         for name, (_, provider) in retired.items():
             self._retire(name, provider)
-        self._checks = tuple((name, p, _ring(p)) for name, p in self._providers.items())
+        self._checks = tuple((name, p, key_ring(p)) for name, p in self._providers.items())
 
     async def close(self) -> None:
         """Close every adapter now, retiring ones included (server shutdown)."""
@@ -185,12 +185,6 @@ def _keep_cooldowns(
     reload that adds or removes a key must not hand a benched key straight back to traffic."""
     if (running.type, running.base_url) != (loaded.type, loaded.base_url):
         return  # another upstream may well accept the key
-    before, after = _ring(old), _ring(new)
+    before, after = key_ring(old), key_ring(new)
     if before is not None and after is not None:
         after.adopt(before)
-
-
-def _ring(provider: Provider) -> KeyRing | None:
-    """The adapter's API keys, when it has a key ring (the mock has none)."""
-    ring = getattr(provider, "keys", None)
-    return ring if isinstance(ring, KeyRing) else None

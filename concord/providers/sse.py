@@ -98,8 +98,8 @@ def is_error_event(event: SSEEvent) -> bool:
     """Whether an upstream event reports an error: Anthropic's `event: error` (or a
     `{"type": "error"}` payload), OpenAI's `data: {"error": {...}}`.
 
-    Meant for a stream's last event, not every chunk: only an event that names `error` or
-    carries the `"error"` key is parsed."""
+    Cheap enough for every event of a stream: only an event that names `error` or carries the
+    `"error"` key is parsed."""
     if event.event == "error":
         return True
     if '"error"' not in event.data:

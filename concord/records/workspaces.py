@@ -188,6 +188,14 @@ class Workspaces:
             for r in records
         ]
 
+    async def with_spend(
+        self, record: WorkspaceRecord, now: datetime | None = None
+    ) -> WorkspaceRecord:
+        """`record` with its spend in the current budget period, as `list` reports it."""
+        period = record.budget.period if record.budget else "month"
+        since = period_start(period, now or datetime.now(UTC))
+        return _with_spend(record, await self._usage.spend(record.name, since=since))
+
     async def sync_declared(self, specs: Mapping[str, Any]) -> None:
         """Make the table hold the declared workspaces as `source='config'` rows next to the API
         ones, deleting config rows no longer declared. An API row of a declared name is left as

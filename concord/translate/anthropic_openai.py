@@ -55,6 +55,10 @@ OPENAI_TO_ANTHROPIC_STOP: dict[str, str] = {
     "content_filter": "refusal",
 }
 
+# Tool choices named by a word, both ways (a named tool is an object on either side).
+ANTHROPIC_TO_OPENAI_CHOICE: dict[str, str] = {"auto": "auto", "none": "none", "any": "required"}
+OPENAI_TO_ANTHROPIC_CHOICE: dict[str, str] = {"auto": "auto", "none": "none", "required": "any"}
+
 # Effort, both ways. Anthropic has no `none` or `minimal`: the nearest level is `low`.
 OPENAI_TO_ANTHROPIC_EFFORT: dict[str, str] = {
     "none": "low",
@@ -238,7 +242,7 @@ def _anthropic_tool_choice_to_openai(choice: JSON) -> Any:
     kind = choice.get("type")
     if kind == "tool":
         return {"type": "function", "function": {"name": choice.get("name")}}
-    return {"auto": "auto", "none": "none", "any": "required"}.get(kind or "")
+    return ANTHROPIC_TO_OPENAI_CHOICE.get(kind or "")
 
 
 def _system_text(system: Any) -> str:
@@ -702,7 +706,7 @@ def _allowed_tools(choice: JSON, tools: list[JSON]) -> tuple[list[JSON], JSON]:
 
 def _openai_tool_choice_to_anthropic(choice: Any) -> JSON | None:
     if isinstance(choice, str):
-        kind = {"auto": "auto", "none": "none", "required": "any"}.get(choice)
+        kind = OPENAI_TO_ANTHROPIC_CHOICE.get(choice)
         return {"type": kind} if kind else None
     if not isinstance(choice, dict):
         return None

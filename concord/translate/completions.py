@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from concord.providers.base import SSEEvent
+from concord.translate.anthropic_openai import Untranslatable
 
 JSON = dict[str, Any]
 _PASSED_THROUGH = (
@@ -38,7 +39,9 @@ def _prompt_text(prompt: Any) -> str:
         return prompt[0]
     if prompt is None:
         return ""
-    raise ValueError("prompt: only a single string prompt can be served by a chat model")
+    raise Untranslatable(
+        "prompt: only a single string prompt can be served by a chat model", param="prompt"
+    )
 
 
 def completion_request_to_chat(body: JSON) -> JSON:

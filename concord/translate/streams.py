@@ -137,12 +137,7 @@ class OpenAIToAnthropicStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": self._input_hint,
-                "output_tokens": 0,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": anthropic_usage_dict(Usage(input_tokens=self._input_hint)),
         }
         return [_anthropic_event({"type": "message_start", "message": message})]
 

@@ -4,6 +4,7 @@ Kubernetes write them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -24,6 +25,16 @@ __all__ = ["free_port"]
 
 ADMIN_KEY = "adm-" + "r" * 32
 CONCORD = str(Path(sys.executable).with_name("concord"))
+
+
+async def until(check: object, timeout: float = 3.0) -> bool:
+    """Whether `check()` came true within `timeout` seconds (polled every 10 ms)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.01)
+    return bool(check())  # type: ignore[operator]
 
 
 def gateway_yaml(port: int, body: str, *, use: str = "alpha") -> str:

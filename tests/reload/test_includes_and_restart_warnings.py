@@ -21,6 +21,7 @@ from tests.reload.conftest import (
     eventually,
     free_port,
     gateway_yaml,
+    until,
     write_atomic,
 )
 
@@ -32,15 +33,6 @@ BLOCK_ROOT = "include: [pol/*.yaml]\n"
 GAMMA = "providers: {c: {type: mock, reply: from C}}\nmodels: {gamma: {targets: [c/m]}}\n"
 DELTA = GAMMA.replace("gamma", "delta").replace("c:", "d:").replace("c/m", "d/m")
 PORT_WARNING = "server.port: changed, but applied only when the server restarts"
-
-
-async def until(check: object, timeout: float = 3.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        await asyncio.sleep(0.01)
-    return bool(check())  # type: ignore[operator]
 
 
 async def started(path: Path) -> tuple[Reloader, GatewayState]:

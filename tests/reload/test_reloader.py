@@ -16,7 +16,7 @@ from concord.gateway.app import GatewayState
 from concord.providers.base import Provider
 from concord.providers.mock import MockProvider
 from concord.providers.registry import ProviderPool
-from tests.reload.conftest import gateway_yaml, write_atomic
+from tests.reload.conftest import gateway_yaml, until, write_atomic
 
 PORT = 18080
 THIRD = "  c: {type: mock, reply: from C}\n"
@@ -53,15 +53,6 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Reloader, GatewayState,
     yield reloader, state, path
     await reloader.stop(state)
     await state.pool.close()
-
-
-async def until(check: object, timeout: float = 3.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        await asyncio.sleep(0.01)
-    return bool(check())  # type: ignore[operator]
 
 
 def test_watch_set_covers_includes_symlink_targets_and_glob_folders(tmp_path: Path) -> None:
