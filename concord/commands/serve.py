@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from concord.config.errors import ConfigError
     from concord.config.load import load_graph
+    from concord.engine.reload import LISTEN_ENV
     from concord.gateway.app import CONFIG_ENV, create_app_from_graph
     from concord.gateway.assemble import assemble
     from concord.observability.logs import LEVEL_ENV
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         from concord.commands.supervisor import serve_workers
 
         os.environ[CONFIG_ENV] = path
+        os.environ[LISTEN_ENV] = f"{graph.server.host}:{graph.server.port}"  # what is bound now
         metrics_dir = prepare_multiprocess_dir()  # SPEC §7: every worker's metrics in one place
         config = uvicorn.Config(
             "concord.gateway.app:app_from_env", factory=True, workers=args.workers, **options

@@ -265,15 +265,31 @@ RESTART_ONLY = (
 )
 
 
-def restart_only_changes(running: Graph, loaded: Graph) -> tuple[str, ...]:
+# `concord serve --workers N` binds the socket once, in the supervisor, from the config it read
+# then: `host:port` of that config, for workers that may start (or be replaced) after an edit.
+LISTEN_ENV = "CONCORD_LISTEN"
+
+
+def restart_only_changes(
+    running: Graph, loaded: Graph, listen: tuple[str, int] | None = None
+) -> tuple[str, ...]:
     """A warning per start-up-only setting `loaded` sets differently from `running`, the graph
     the process started with (named, never shown: a URL may hold a password), so a reload does
-    not look as if it had applied them."""
+    not look as if it had applied them. `listen`: the configured host and port the socket was
+    bound for, when another process bound it (`LISTEN_ENV`)."""
+    bound = {("server", "host"): listen[0], ("server", "port"): listen[1]} if listen else {}
     return tuple(
         f"{section}.{name}: changed, but applied only when the server restarts"
         for section, name in RESTART_ONLY
-        if getattr(getattr(running, section), name) != getattr(getattr(loaded, section), name)
+        if bound.get((section, name), getattr(getattr(running, section), name))
+        != getattr(getattr(loaded, section), name)
     )
+
+
+def listen_from(env: Mapping[str, str]) -> tuple[str, int] | None:
+    """`LISTEN_ENV`'s host and port, or None when this process bound its own socket."""
+    host, _, port = env.get(LISTEN_ENV, "").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
 
 
 class Reloader:
@@ -300,6 +316,7 @@ class Reloader:
         self.last: ReloadOutcome | None = None
         self._state: GatewayState | None = None
         self._started: Graph | None = None  # what the socket, CORS and storage were built from
+        self._listen: tuple[str, int] | None = None  # the socket's, when a supervisor bound it
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
         self._watch = WatchSet()
@@ -317,6 +334,7 @@ class Reloader:
     async def start(self, state: GatewayState) -> None:
         self._state = state
         self._started = state.graph
+        self._listen = listen_from(os.environ)
         self.loaded_at = time.time()
         self.last = ReloadOutcome("ok", "startup", self.loaded_at, state.graph.version)
         self._watch = await asyncio.to_thread(watch_set, self.config_path, state.graph.files)
@@ -421,7 +439,7 @@ class Reloader:
         elif trigger == "startup":
             return None
         started = self._started if self._started is not None else current
-        warnings += restart_only_changes(started, graph)  # until a restart applies them
+        warnings += restart_only_changes(started, graph, self._listen)  # until a restart
         self.loaded_at = now
         return ReloadOutcome("ok", trigger, now, graph.version, changed, (), warnings, took * 1000)
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from concord.config.load import load_graph
-from concord.engine.reload import Reloader, ReloadOutcome, watch_set
+from concord.engine.reload import LISTEN_ENV, Reloader, ReloadOutcome, watch_set
 from concord.gateway.app import GatewayState
 from tests.reload.conftest import (
     ADMIN_KEY,
@@ -139,6 +139,25 @@ async def test_restart_warnings_compare_with_the_config_the_process_started_with
         assert (outcome.changed, outcome.warnings) == (False, (PORT_WARNING,))
         # back to what it listens on: nothing waits for a restart any more
         assert (await edit(with_port(PORT, use="beta"))).warnings == ()
+    finally:
+        await reloader.stop(state)
+        await state.pool.close()
+
+
+async def test_a_worker_started_after_an_edit_warns_of_the_port_its_supervisor_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`concord serve --workers` binds the socket before any worker reads the config: a worker
+    that starts (or replaces one) after the port was edited still listens on the old port."""
+    monkeypatch.setenv(LISTEN_ENV, f"127.0.0.1:{PORT}")
+    path = tmp_path / "concord.yaml"
+    path.write_text(with_port(PORT + 8), encoding="utf-8")  # edited before this worker read it
+    reloader, state = await started(path)
+    try:
+        write_atomic(path, with_port(PORT + 8, use="beta"))
+        assert (await reloader.reload("admin")).warnings == (PORT_WARNING,)
+        write_atomic(path, with_port(PORT, use="beta"))
+        assert (await reloader.reload("admin")).warnings == ()
     finally:
         await reloader.stop(state)
         await state.pool.close()
