@@ -109,6 +109,13 @@ class Server:
         response.raise_for_status()
         return response.json()  # type: ignore[no-any-return]
 
+    def workers_serving(self) -> int:
+        """Workers answering 20 fresh connections, told apart by when they loaded the config."""
+        fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection: any worker may answer
+        headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+        with httpx.Client(base_url=self.url, limits=fresh, headers=headers, timeout=5) as client:
+            return len({client.get("/_admin/config").json()["loaded_at"] for _ in range(20)})
+
     def version(self) -> str:
         return httpx.get(self.url + "/healthz", timeout=5).headers["x-concord-config"]
 

@@ -300,30 +300,22 @@ def test_a_worker_replaced_while_the_file_is_invalid_waits_for_a_valid_one(
     instead of exiting, being replaced, and exiting again; the other worker serves meanwhile."""
     server = serve(workers=2)
     supervisor = server.process.pid
-    fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection: any worker may answer
-    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=server.url, limits=fresh, headers=admin, timeout=5) as client:
+    # both have read the file: one still starting would read the bad edit below as well
+    assert eventually(lambda: server.workers_serving() == 2, timeout=45)
+    write_atomic(server.config, "version: 1\nproviders: [unclosed\n")
+    victim = min(_children(supervisor))
+    os.kill(victim, signal.SIGKILL)
+    waiting = "this worker waits for a valid one"
+    assert eventually(lambda: waiting in server.log.read_text(), timeout=30)
+    workers = _children(supervisor)
+    assert len(workers) == 2 and victim not in workers, server.log.read_text()
+    time.sleep(3)  # a worker that exited on the bad file would have been replaced by now
+    assert _children(supervisor) == workers
+    assert server.workers_serving() == 1  # the other worker, on its last good config
+    assert server.log.read_text().count(waiting) == 1
 
-        def serving() -> int:
-            """Workers answering 20 fresh connections, told apart by when they loaded."""
-            return len({client.get("/_admin/config").json()["loaded_at"] for _ in range(20)})
-
-        # both have read the file: one still starting would read the bad edit below as well
-        assert eventually(lambda: serving() == 2, timeout=45)
-        write_atomic(server.config, "version: 1\nproviders: [unclosed\n")
-        victim = min(_children(supervisor))
-        os.kill(victim, signal.SIGKILL)
-        waiting = "this worker waits for a valid one"
-        assert eventually(lambda: waiting in server.log.read_text(), timeout=30)
-        workers = _children(supervisor)
-        assert len(workers) == 2 and victim not in workers, server.log.read_text()
-        time.sleep(3)  # a worker that exited on the bad file would have been replaced by now
-        assert _children(supervisor) == workers
-        assert serving() == 1  # the other worker, on its last good config
-        assert server.log.read_text().count(waiting) == 1
-
-        write_atomic(server.config, gateway_yaml(server.port, "", use="beta"))  # fixed
-        assert eventually(lambda: serving() == 2, timeout=45)
+    write_atomic(server.config, gateway_yaml(server.port, "", use="beta"))  # fixed
+    assert eventually(lambda: server.workers_serving() == 2, timeout=45)
     assert _children(supervisor) == workers
     assert server.process.poll() is None
 
@@ -341,6 +333,8 @@ def test_with_workers_a_stopping_server_refuses_new_connections_while_streams_fi
         config = tmp_path / "concord.yaml"
         config.write_text(slow_model_yaml(port, upstream), encoding="utf-8")
         server = serve(config=config, port=port, workers=2)
+        # both serving: one still starting when SIGTERM comes would serve a moment after it
+        assert eventually(lambda: server.workers_serving() == 2, timeout=45)
         reader, received = stream_in_background(server.url)
         server.signal(signal.SIGTERM)
         time.sleep(0.5)  # the workers have begun to drain
