@@ -732,17 +732,18 @@ def openai_response_to_anthropic(body: JSON, *, model: str | None = None) -> JSO
         "role": "assistant",
         "model": model or body.get("model") or "",
         "content": _openai_assistant_blocks(message),
-        "stop_reason": _anthropic_stop_reason(finish, message),
+        "stop_reason": anthropic_stop_reason(finish, refused=bool(message.get("refusal"))),
         "stop_sequence": None,
         "usage": anthropic_usage_dict(usage_from_openai(body)),
     }
 
 
-def _anthropic_stop_reason(finish: str | None, message: JSON) -> str:
-    """A refusal OpenAI ended with `stop` is Anthropic's `refusal`, not `end_turn`."""
-    if message.get("refusal") and finish in (None, "stop"):
-        return "refusal"
-    return OPENAI_TO_ANTHROPIC_STOP.get(finish or "stop", "end_turn")
+def anthropic_stop_reason(finish: str | None, *, refused: bool) -> str:
+    """Anthropic's stop reason for OpenAI's `finish_reason`, streamed or not. An answer that is a
+    refusal and did not stop for a reason of its own (length, tools, filter) is Anthropic's
+    `refusal`: ended with `stop`, with none, or with a reason Anthropic has no name for."""
+    stop = OPENAI_TO_ANTHROPIC_STOP.get(finish or "stop", "end_turn")
+    return "refusal" if refused and stop == "end_turn" else stop
 
 
 def anthropic_response_to_openai(

@@ -19,9 +19,9 @@ import orjson
 from concord.providers.base import SSEEvent
 from concord.translate.anthropic_openai import (
     ANTHROPIC_TO_OPENAI_FINISH,
-    OPENAI_TO_ANTHROPIC_STOP,
     anthropic_error_to_openai,
     anthropic_message_id,
+    anthropic_stop_reason,
     openai_completion_id,
     openai_error_to_anthropic,
 )
@@ -107,9 +107,7 @@ class OpenAIToAnthropicStream:
         self._finished = True
         out = self._start({})
         out += self._close_block()
-        stop = OPENAI_TO_ANTHROPIC_STOP.get(self._finish_reason or "stop", "end_turn")
-        if self._refused and stop == "end_turn":  # as the answer that is not streamed says it
-            stop = "refusal"
+        stop = anthropic_stop_reason(self._finish_reason, refused=self._refused)
         usage: JSON = {"output_tokens": self.usage.output_tokens}
         if self._saw_usage:  # cumulative totals, as Anthropic's own message_delta carries them
             usage = anthropic_usage_dict(self.usage)

@@ -188,6 +188,43 @@ def test_an_anthropic_stream_reports_cache_creation_as_anthropic_does():
         assert message.usage.output_tokens_details is None
 
 
+@pytest.mark.parametrize(
+    ("finish", "expected"),
+    [
+        ("stop", "refusal"),
+        (None, "refusal"),
+        ("length", "max_tokens"),
+        ("content_filter", "refusal"),
+        ("tool_calls", "tool_use"),
+        ("a_reason_of_tomorrow", "refusal"),
+    ],
+)
+def test_a_refusal_has_one_stop_reason_streamed_or_not(finish: str | None, expected: str) -> None:
+    """An Anthropic client reads the same `stop_reason` for the same refusal either way."""
+    refusal = "I can't help with that."
+    whole = openai_response_to_anthropic(
+        {
+            "id": "c",
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "refusal": refusal},
+                    "finish_reason": finish,
+                }
+            ],
+        },
+        model="m",
+    )
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "refusal": refusal}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]},
+    ]
+    events = [SSEEvent(data=json.dumps({"id": "c", "model": "m", **c})) for c in chunks]
+    streamed = accumulate_anthropic(run(OpenAIToAnthropicStream("m"), events))
+    assert whole["stop_reason"] == streamed.stop_reason == expected
+
+
 def test_a_streamed_refusal_ends_as_a_refusal_for_anthropic_clients() -> None:
     """As the answer that is not streamed: the model declined, so stop_reason is `refusal`."""
     chunks = [
