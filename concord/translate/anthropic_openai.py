@@ -79,11 +79,19 @@ RESPONSE_FORMAT_NAME = "response"
 
 class Untranslatable(ValueError):
     """A request part with no faithful form in the other format. The gateway refuses it (400,
-    `param` naming the part) instead of sending the upstream a request that lost it."""
+    `param` naming the part) instead of sending the upstream a request that lost it.
 
-    def __init__(self, message: str, *, param: str) -> None:
-        super().__init__(message)
+    The part's path is built on the way up (`within`), by the loops over messages and parts that
+    catch it: only a refused request pays for it, not every message of every translated chat."""
+
+    def __init__(self, reason: str, *, param: str = "") -> None:
+        super().__init__(f"{param}: {reason}" if param else reason)
+        self.reason = reason
         self.param = param
+
+    def within(self, prefix: str) -> Untranslatable:
+        """The same refusal, for a part found inside `prefix` (`messages[3]`, `.content`)."""
+        return Untranslatable(self.reason, param=prefix + self.param)
 
 
 def uses_legacy_functions(body: JSON) -> bool:
@@ -218,13 +226,12 @@ def _check_forced_tool(choice: JSON, tools: list[JSON], given: list[JSON]) -> No
         server = any(t.get("name") == name for t in given)
         why = "is an Anthropic server tool, which" if server else "is not among the tools that"
         raise Untranslatable(
-            f"tool_choice: the forced tool '{name}' {why} this model can be given.",
-            param="tool_choice",
+            f"the forced tool '{name}' {why} this model can be given.", param="tool_choice"
         )
     if kind == "any" and given and not tools:
         raise Untranslatable(
-            "tool_choice: 'any' forces a tool call, but the only tools given are Anthropic "
-            "server tools, which this model cannot be given.",
+            "'any' forces a tool call, but the only tools given are Anthropic server tools, "
+            "which this model cannot be given.",
             param="tool_choice",
         )
 
@@ -268,7 +275,10 @@ def _anthropic_messages_to_openai(body: JSON) -> list[JSON]:
             if text:
                 messages.append({"role": "system", "content": text})
         else:
-            messages.extend(_anthropic_user_to_openai(content, f"messages.{index}.content"))
+            try:
+                messages.extend(_anthropic_user_to_openai(content))
+            except Untranslatable as error:
+                raise error.within(f"messages.{index}.content") from None
     return messages
 
 
@@ -302,7 +312,7 @@ def _anthropic_assistant_to_openai(content: Any) -> JSON:
     return out
 
 
-def _anthropic_user_to_openai(content: Any, where: str) -> list[JSON]:
+def _anthropic_user_to_openai(content: Any) -> list[JSON]:
     """One user turn: its tool results become `tool` messages (first, as OpenAI requires them
     right after the assistant's tool calls), the rest one user message."""
     if isinstance(content, str):
@@ -310,14 +320,17 @@ def _anthropic_user_to_openai(content: Any, where: str) -> list[JSON]:
     tool_messages: list[JSON] = []
     parts: list[JSON] = []
     for index, block in enumerate(content or []):
-        if block.get("type") == "tool_result":
-            text, extra = _tool_result_content(block, f"{where}.{index}.content")
-            tool_messages.append(
-                {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
-            )
-            parts.extend(extra)  # OpenAI tool messages carry text only
-        else:
-            parts.extend(_anthropic_block_to_openai_parts(block, f"{where}.{index}"))
+        try:
+            if block.get("type") == "tool_result":
+                text, extra = _tool_result_content(block)
+                tool_messages.append(
+                    {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+                )
+                parts.extend(extra)  # OpenAI tool messages carry text only
+            else:
+                parts.extend(_anthropic_block_to_openai_parts(block))
+        except Untranslatable as error:
+            raise error.within(f".{index}") from None
     out = list(tool_messages)
     if len(parts) == 1 and parts[0]["type"] == "text":
         out.append({"role": "user", "content": parts[0]["text"]})
@@ -326,7 +339,7 @@ def _anthropic_user_to_openai(content: Any, where: str) -> list[JSON]:
     return out
 
 
-def _tool_result_content(block: JSON, where: str) -> tuple[str, list[JSON]]:
+def _tool_result_content(block: JSON) -> tuple[str, list[JSON]]:
     """The tool message's text (text blocks joined by newlines) and the result's other blocks
     as parts for the user message after it."""
     content = block.get("content")
@@ -339,30 +352,31 @@ def _tool_result_content(block: JSON, where: str) -> tuple[str, list[JSON]]:
             if item.get("type") == "text":
                 texts.append(item.get("text", ""))
             else:
-                extra.extend(_anthropic_block_to_openai_parts(item, f"{where}.{index}"))
+                try:
+                    extra.extend(_anthropic_block_to_openai_parts(item))
+                except Untranslatable as error:
+                    raise error.within(f".content.{index}") from None
     text = "\n".join(texts)
     if block.get("is_error") and not text.startswith("Error"):
         text = f"Error: {text}"
     return text, extra
 
 
-def _anthropic_block_to_openai_parts(block: JSON, where: str) -> list[JSON]:
+def _anthropic_block_to_openai_parts(block: JSON) -> list[JSON]:
     """A user content block as OpenAI content parts, or `Untranslatable`."""
     kind = block.get("type")
     if kind == "text":
         return [{"type": "text", "text": block.get("text", "")}]
     if kind == "image":
-        return [_anthropic_image_to_openai(block, where)]
+        return [_anthropic_image_to_openai(block)]
     if kind == "document":
-        return _anthropic_document_to_openai(block, where)
+        return _anthropic_document_to_openai(block)
     raise Untranslatable(
-        f"{where}: '{kind}' blocks cannot be sent to this model; OpenAI Chat Completions has "
-        "no counterpart.",
-        param=where,
+        f"'{kind}' blocks cannot be sent to this model; OpenAI Chat Completions has no counterpart."
     )
 
 
-def _anthropic_image_to_openai(block: JSON, where: str) -> JSON:
+def _anthropic_image_to_openai(block: JSON) -> JSON:
     source = block.get("source") or {}
     if source.get("type") == "base64":
         url = f"data:{source.get('media_type')};base64,{source.get('data')}"
@@ -370,14 +384,13 @@ def _anthropic_image_to_openai(block: JSON, where: str) -> JSON:
         url = source.get("url", "")
     else:
         raise Untranslatable(
-            f"{where}: an image with a '{source.get('type')}' source cannot be sent to this "
-            "model; send it as base64 or a URL.",
-            param=where,
+            f"an image with a '{source.get('type')}' source cannot be sent to this model; send "
+            "it as base64 or a URL."
         )
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _anthropic_document_to_openai(block: JSON, where: str) -> list[JSON]:
+def _anthropic_document_to_openai(block: JSON) -> list[JSON]:
     """PDF data -> a `file` part; plain text and content documents -> their text and images.
     OpenAI file parts take data or an OpenAI file id, never a URL or an Anthropic file id."""
     source = block.get("source") or {}
@@ -392,15 +405,16 @@ def _anthropic_document_to_openai(block: JSON, where: str) -> list[JSON]:
         inner = source.get("content")
         if isinstance(inner, str):
             return [{"type": "text", "text": inner}]
-        return [
-            part
-            for index, item in enumerate(inner or [])
-            for part in _anthropic_block_to_openai_parts(item, f"{where}.source.content.{index}")
-        ]
+        parts: list[JSON] = []
+        for index, item in enumerate(inner or []):
+            try:
+                parts.extend(_anthropic_block_to_openai_parts(item))
+            except Untranslatable as error:
+                raise error.within(f".source.content.{index}") from None
+        return parts
     raise Untranslatable(
-        f"{where}: a document with a '{kind}' source cannot be sent to this model; OpenAI file "
-        "parts take the file's data, so send the document as base64.",
-        param=where,
+        f"a document with a '{kind}' source cannot be sent to this model; OpenAI file parts "
+        "take the file's data, so send the document as base64."
     )
 
 
@@ -514,26 +528,27 @@ def _openai_messages_to_anthropic(messages: list[JSON]) -> tuple[list[JSON], lis
     function_id: str | None = None  # the tool_use id of the last assistant `function_call`
     for index, message in enumerate(messages):
         role = message.get("role")
-        where = f"messages[{index}]"
         if role in ("system", "developer"):
             system += [{"type": "text", "text": t} for t in _text_parts(message.get("content"))]
             continue
-        if role == "assistant":
-            function_id = new_tool_use_id() if message.get("function_call") else None
-            blocks = _openai_assistant_blocks(message, function_id, where)
-            converted = {"role": "assistant", "content": blocks}
-        elif role == "function" and function_id is not None:  # legacy: answers that call
-            block = _tool_result(function_id, message.get("content"))
-            converted = {"role": "user", "content": [block]}
-            function_id = None
-        elif role == "tool":
-            block = _tool_result(message.get("tool_call_id"), message.get("content"))
-            converted = {"role": "user", "content": [block]}
-        elif role == "user":
-            content = _openai_user_content(message.get("content"), f"{where}.content")
-            converted = {"role": "user", "content": content}
-        else:
-            continue  # e.g. a `function` message that follows no `function_call`
+        try:
+            if role == "assistant":
+                function_id = new_tool_use_id() if message.get("function_call") else None
+                blocks = _openai_assistant_blocks(message, function_id)
+                converted = {"role": "assistant", "content": blocks}
+            elif role == "function" and function_id is not None:  # legacy: answers that call
+                block = _tool_result(function_id, message.get("content"))
+                converted = {"role": "user", "content": [block]}
+                function_id = None
+            elif role == "tool":
+                block = _tool_result(message.get("tool_call_id"), message.get("content"))
+                converted = {"role": "user", "content": [block]}
+            elif role == "user":
+                converted = {"role": "user", "content": _openai_user_content(message)}
+            else:
+                continue  # e.g. a `function` message that follows no `function_call`
+        except Untranslatable as error:
+            raise error.within(f"messages[{index}]") from None
         if not converted["content"]:
             continue
         _append_merged(out, converted)
@@ -558,13 +573,20 @@ def _as_blocks(content: Any) -> list[JSON]:
     return list(content)
 
 
-def _openai_user_content(content: Any, where: str) -> Any:
+def _openai_user_content(message: JSON) -> Any:
+    content = message.get("content")
     if isinstance(content, str) or content is None:
         return content or ""
-    return [_openai_part_to_block(part, f"{where}[{i}]") for i, part in enumerate(content)]
+    blocks = []
+    for index, part in enumerate(content):
+        try:
+            blocks.append(_openai_part_to_block(part))
+        except Untranslatable as error:
+            raise error.within(f".content[{index}]") from None
+    return blocks
 
 
-def _openai_part_to_block(part: JSON, where: str) -> JSON:
+def _openai_part_to_block(part: JSON) -> JSON:
     """One user content part as an Anthropic block, or `Untranslatable`."""
     kind = part.get("type")
     if kind == "text":
@@ -574,12 +596,10 @@ def _openai_part_to_block(part: JSON, where: str) -> JSON:
         url = image.get("url", "") if isinstance(image, dict) else str(image)
         return {"type": "image", "source": _image_source(url)}
     if kind == "file":
-        return _file_to_document(part.get("file") or {}, where)
+        return _file_to_document(part.get("file") or {})
     why = "no audio input" if kind == "input_audio" else "no counterpart"
     raise Untranslatable(
-        f"{where}: '{kind}' content parts cannot be sent to this model; Anthropic Messages has "
-        f"{why}.",
-        param=where,
+        f"'{kind}' content parts cannot be sent to this model; Anthropic Messages has {why}."
     )
 
 
@@ -597,15 +617,14 @@ def _split_data_url(url: str) -> tuple[str, str]:
     return media_type, data
 
 
-def _file_to_document(file: JSON, where: str) -> JSON:
+def _file_to_document(file: JSON) -> JSON:
     """`file_data` (a data URL, or bare base64, which Chat Completions takes as a PDF) -> a
     base64 document. A `file_id` names a file in OpenAI's store, which Anthropic cannot read."""
     data = file.get("file_data")
     if not isinstance(data, str) or not data:
         raise Untranslatable(
-            f"{where}: a file given only by file_id cannot be sent to this model (the id names "
-            "a file stored at OpenAI); send the file's content as file_data instead.",
-            param=where,
+            "a file given only by file_id cannot be sent to this model (the id names a file "
+            "stored at OpenAI); send the file's content as file_data instead."
         )
     if data.startswith("data:"):
         media_type, data = _split_data_url(data)
@@ -620,9 +639,7 @@ def _file_to_document(file: JSON, where: str) -> JSON:
     return document
 
 
-def _openai_assistant_blocks(
-    message: JSON, function_id: str | None = None, where: str = "message"
-) -> list[JSON]:
+def _openai_assistant_blocks(message: JSON, function_id: str | None = None) -> list[JSON]:
     """Text blocks (one per part, the refusal when there is no text) and tool_use blocks."""
     texts = _text_parts(message.get("content"))
     if not texts and message.get("refusal"):
@@ -633,10 +650,9 @@ def _openai_assistant_blocks(
         calls.append({"id": function_id, "type": "function", "function": message["function_call"]})
     for index, call in enumerate(calls):
         if call.get("type", "function") != "function":
-            param = f"{where}.tool_calls[{index}]"
             raise Untranslatable(
-                f"{param}: '{call.get('type')}' tool calls have no Anthropic counterpart.",
-                param=param,
+                f"'{call.get('type')}' tool calls have no Anthropic counterpart.",
+                param=f".tool_calls[{index}]",
             )
         function = call.get("function") or {}
         blocks.append(
@@ -667,7 +683,7 @@ def _openai_tools_to_anthropic(body: JSON) -> list[JSON]:
     for index, tool in enumerate(body.get("tools") or []):
         if tool.get("type", "function") != "function":
             raise Untranslatable(
-                f"tools[{index}]: '{tool.get('type')}' tools have no Anthropic counterpart.",
+                f"'{tool.get('type')}' tools have no Anthropic counterpart.",
                 param=f"tools[{index}]",
             )
         functions.append(tool.get("function") or {})
@@ -698,8 +714,7 @@ def _allowed_tools(choice: JSON, tools: list[JSON]) -> tuple[list[JSON], JSON]:
     kept = [tool for tool in tools if tool["name"] in names]
     if not kept:
         raise Untranslatable(
-            "tool_choice.allowed_tools names none of the request's function tools.",
-            param="tool_choice",
+            "allowed_tools names none of the request's function tools.", param="tool_choice"
         )
     return kept, {"type": "any" if allowed.get("mode") == "required" else "auto"}
 
@@ -711,9 +726,7 @@ def _openai_tool_choice_to_anthropic(choice: Any) -> JSON | None:
     if not isinstance(choice, dict):
         return None
     if choice.get("type") == "custom":
-        raise Untranslatable(
-            "tool_choice: custom tools have no Anthropic counterpart.", param="tool_choice"
-        )
+        raise Untranslatable("custom tools have no Anthropic counterpart.", param="tool_choice")
     name = (choice.get("function") or {}).get("name") or choice.get("name")
     return {"type": "tool", "name": name} if name else None
 

@@ -40,7 +40,7 @@ def _prompt_text(prompt: Any) -> str:
     if prompt is None:
         return ""
     raise Untranslatable(
-        "prompt: only a single string prompt can be served by a chat model", param="prompt"
+        "only a single string prompt can be served by a chat model", param="prompt"
     )
 
 

@@ -66,6 +66,18 @@ def test_anthropic_image_file_source_is_refused():
     assert error.param == "messages.0.content.0"
 
 
+def test_a_refused_block_inside_a_content_document_is_named_by_its_full_path():
+    inner = [
+        {"type": "text", "text": "Page one."},
+        {"type": "image", "source": {"type": "file", "file_id": "file_1"}},
+    ]
+    document = {"type": "document", "source": {"type": "content", "content": inner}}
+    text = {"type": "text", "text": "Hi"}
+    error = _refused(anthropic_request_to_openai, _anthropic([text, document]))
+    assert error.param == "messages.0.content.1.source.content.1"
+    assert str(error).startswith(f"{error.param}: an image with a 'file' source")
+
+
 def test_anthropic_content_document_becomes_its_text_and_images():
     inner = [
         {"type": "text", "text": "Page one."},
@@ -115,6 +127,7 @@ def test_tool_result_documents_follow_as_user_parts_and_others_are_refused():
     result = {"type": "tool_result", "tool_use_id": "t1", "content": [reference]}
     error = _refused(anthropic_request_to_openai, _anthropic([result]))
     assert error.param == "messages.0.content.0.content.0"
+    assert str(error).startswith("messages.0.content.0.content.0: 'tool_reference' blocks")
 
 
 def test_anthropic_system_message_among_the_turns_stays_a_system_message():
@@ -141,7 +154,8 @@ def test_openai_file_given_only_by_id_is_refused():
         {"type": "file", "file": {"file_id": "file-abc"}},
     ]
     error = _refused(openai_request_to_anthropic, _openai(content))
-    assert error.param == "messages[0].content[1]" and "file_id" in str(error)
+    assert error.param == "messages[0].content[1]"
+    assert str(error).startswith("messages[0].content[1]: a file given only by file_id")
 
 
 def test_openai_audio_input_is_refused():
@@ -248,7 +262,9 @@ def test_a_custom_tool_call_in_the_history_is_refused():
             {"role": "assistant", "content": None, "tool_calls": [call]},
         ],
     }
-    assert _refused(openai_request_to_anthropic, body).param == "messages[1].tool_calls[0]"
+    error = _refused(openai_request_to_anthropic, body)
+    assert error.param == "messages[1].tool_calls[0]"
+    assert str(error).startswith("messages[1].tool_calls[0]: ")
 
 
 # ---- text parts ---------------------------------------------------------------------------------
