@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+from concord.config.load import load
 from concord.config.model import Config
 from concord.engine.compile import compile_graph
 from concord.engine.graph import RequestContext, RuntimeView
@@ -134,6 +138,21 @@ def bench_compile(n_routes: int) -> tuple[float, float]:
     return validated - start, done - validated
 
 
+def bench_load(n_routes: int) -> float:
+    """Seconds for `load()` (what `concord validate` and a reload run): parse the file, check
+    it against the schema, the semantic checks, compile. The config is written as JSON (YAML's
+    flow style), one line per value."""
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "concord.yaml"
+        path.write_text(json.dumps(build_config(n_routes), indent=1), encoding="utf-8")
+        start = time.perf_counter()
+        loaded = load(path)
+        elapsed = time.perf_counter() - start
+    if not loaded.ok:
+        raise SystemExit(f"the {n_routes}-route config does not load: {loaded.errors[:3]}")
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
@@ -157,6 +176,9 @@ def main() -> None:
         validate_s, compile_s = bench_compile(n_routes)
         print(f"{f'compile, {n_routes:,} routes':<44} {f'{compile_s:.3f} s':>24}   <= 2 s")
         print(f"{'  pydantic validation before it':<44} {f'{validate_s:.3f} s':>24}")
+    for n_routes in (1_000, 10_000):
+        load_s = bench_load(n_routes)
+        print(f"{f'load from the file, {n_routes:,} routes':<44} {f'{load_s:.3f} s':>24}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ the source knows: the bad value, or the name key of a duplicate (STYLE habit 3).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -261,11 +262,6 @@ def _glob_matches(pattern: str, name: str) -> bool:
     return glob_regex(pattern).match(name) is not None if _is_glob(pattern) else pattern == name
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equality that tells `true` from `1` (Python's == does not)."""
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-
 def _model_ref(r: _Report, name: str, path: Path, *, allow_requested: bool = False) -> None:
     """Report `name` if it is not a catalog model (SPEC §2.4.2: `$requested` only in `use`)."""
     if name == REQUESTED:
@@ -476,34 +472,54 @@ def check_route_actions(r: _Report) -> None:
 # --- 8. shadowed routes --------------------------------------------------------------------------
 
 
-def _shadows(earlier: Route, later: Route) -> bool:
-    """True when `earlier` matches every request `later` matches (SPEC §2.4: first match wins).
-
-    Sound but not complete: an empty `when` matches everything, and a `when` whose every
-    condition appears verbatim in the later one matches a superset of it.
-    """
-    if not earlier.when:
-        return True
-    if not later.when:
-        return False
-    return all(
-        key in later.when and _same(value, later.when[key]) for key, value in earlier.when.items()
-    )
-
-
 def check_shadowed_routes(r: _Report) -> None:
-    """Warn about a route no request can reach, naming the first earlier route that covers it."""
-    routes = r.config.routes
-    for i, route in enumerate(routes):
-        for earlier in routes[:i]:
-            if _shadows(earlier, route):
-                r.warning(
-                    ("routes", i),
-                    f"route '{route.name}' can never match: the earlier route '{earlier.name}' "
-                    "matches all its requests",
-                    code="shadowed_route",
-                )
-                break
+    """Warn about a route no request can reach, naming the first earlier route that covers it.
+
+    An earlier route covers a later one (SPEC §2.4: first match wins) when every condition of
+    its `when` appears verbatim in the later route's: sound, not complete. An empty `when`
+    covers everything after it. The earlier routes are indexed by their set of conditions, so
+    a config of 10,000 routes is checked in a moment rather than pair by pair."""
+    first_with: dict[frozenset[tuple[str, str]], int] = {}  # conditions -> first such route
+    for i, route in enumerate(r.config.routes):
+        conditions = _conditions_of(route)
+        covering = _first_covering(conditions, first_with)
+        if covering is not None:
+            r.warning(
+                ("routes", i),
+                f"route '{route.name}' can never match: the earlier route "
+                f"'{r.config.routes[covering].name}' matches all its requests",
+                code="shadowed_route",
+            )
+        first_with.setdefault(conditions, i)
+
+
+def _conditions_of(route: Route) -> frozenset[tuple[str, str]]:
+    """A route's `when` as a set of (field, condition) with the condition in one canonical
+    text, which tells `true` from `1` (Python's == does not)."""
+    return frozenset((key, _canonical(value)) for key, value in (route.when or {}).items())
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _first_covering(
+    conditions: frozenset[tuple[str, str]], first_with: dict[frozenset[tuple[str, str]], int]
+) -> int | None:
+    """The first earlier route whose conditions are a subset of `conditions`: by looking up
+    each subset (a route has a handful of conditions) or, when the earlier routes have fewer
+    distinct condition sets than that, by testing each of them."""
+    found: list[int] = []
+    if 2 ** len(conditions) <= len(first_with):
+        items = sorted(conditions)
+        for size in range(len(items) + 1):
+            for subset in itertools.combinations(items, size):
+                index = first_with.get(frozenset(subset))
+                if index is not None:
+                    found.append(index)
+    else:
+        found = [index for earlier, index in first_with.items() if earlier <= conditions]
+    return min(found, default=None)
 
 
 # --- 9, 10, 11. match conditions -----------------------------------------------------------------

@@ -289,11 +289,10 @@ def read_includes(path: str | Path) -> list[str]:
     when the file cannot be read or parsed; entries the loader would reject are left out."""
     reader = _Reader({})
     shown = str(path)
-    doc = _Builder(reader, shown).build_document(reader._read_text(Path(path), shown))
-    member = doc.value.get("include")
-    if member is None:
+    node = _Builder(reader, shown).build_top_level(reader._read_text(Path(path), shown), "include")
+    if node is None:
         return []
-    items = _include_items(member.node)
+    items = _include_items(node)
     return [item.value for item in items if isinstance(item.value, str) and item.value]
 
 
@@ -306,6 +305,28 @@ def _both_lists(a: _Node, b: _Node) -> bool:
     return isinstance(a.value, list) and isinstance(b.value, list)
 
 
+# Deeper than any config is written; the tree builder and the composers recurse once a level.
+MAX_NESTING = 200
+# Parse with libyaml (ruamel.yaml.clib) when it is installed; the pure parser is the reference.
+USE_LIBYAML = True
+
+
+def _deepest_past(yaml: Any, text: str, limit: int) -> Any:
+    """The mark of the first collection nested deeper than `limit` in `text`, or None. Reads
+    the parser's events only (libyaml's parser keeps its own stack, it does not recurse)."""
+    from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+
+    depth = 0
+    for event in yaml.parse(text):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > limit:
+                return event.start_mark
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+    return None
+
+
 class _Builder:
     """YAML nodes of one file -> the annotated tree, reporting duplicate keys and odd tags."""
 
@@ -315,13 +336,70 @@ class _Builder:
         self._constructor: Any = None
 
     def build_document(self, text: str) -> _Node:
+        root = self._compose(text)
+        if root is None:  # an empty file is an empty mapping
+            return _Node({}, Location(self.shown, 1, 1))
+        try:
+            doc = self.build(root, ())
+        except RecursionError:
+            loc = self._loc(root)
+            diagnostic = Diagnostic("error", loc, "", "YAML nesting is too deep", code="syntax")
+            raise ConfigUnreadable([diagnostic]) from None
+        if not isinstance(doc.value, dict):
+            self.reader.error(
+                doc.loc, (), "the top level of a config file must be a mapping", "type"
+            )
+            return _Node({}, doc.loc)
+        return doc
+
+    def build_top_level(self, text: str, key: str) -> _Node | None:
+        """Only the value of the top-level `key` (its first definition), without building the
+        rest of a config that may hold thousands of routes."""
+        from ruamel.yaml.nodes import MappingNode
+
+        root = self._compose(text)
+        if not isinstance(root, MappingNode):
+            return None
+        for key_node, value_node in root.value:
+            if key_node.tag == _TAG + "merge":  # `<<:` may bring the key: build it all
+                member = self.build(root, ()).value.get(key)
+                return member.node if member is not None else None
+            if key_node.value == key:
+                return self.build(value_node, (key,))
+        return None
+
+    def _compose(self, text: str) -> Any:
+        """The YAML node tree of `text`, by libyaml's parser (ruamel.yaml.clib) when installed:
+        several times faster than the pure-Python one on a large config, same nodes and marks.
+
+        Its composer recurses in C, so a document nested deeper than `MAX_NESTING` is reported
+        before it is composed. A text either parser refuses is parsed again by the pure one,
+        whose error and position are the ones reported, the same with or without libyaml."""
+        from ruamel.yaml import YAML
+
+        yaml = YAML(typ="safe")
+        if USE_LIBYAML and yaml.Parser.__module__.startswith("ruamel.yaml.clib"):
+            try:
+                deepest = _deepest_past(yaml, text, MAX_NESTING)
+                if deepest is None:
+                    self._constructor = yaml.constructor
+                    return yaml.compose(text)
+            except Exception:  # YAMLError, or libyaml refusing text the pure parser judges
+                pass
+            else:
+                where = Location(self.shown, deepest.line + 1, deepest.column + 1)
+                message = f"YAML nesting is too deep (more than {MAX_NESTING} levels)"
+                raise ConfigUnreadable([Diagnostic("error", where, "", message, code="syntax")])
+        return self._compose_pure(text)
+
+    def _compose_pure(self, text: str) -> Any:
         from ruamel.yaml import YAML
         from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
         yaml = YAML(typ="safe", pure=True)
         self._constructor = yaml.constructor
         try:
-            root = yaml.compose(text)
+            return yaml.compose(text)
         except MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             loc = (
@@ -338,20 +416,10 @@ class _Builder:
                 "error", Location(self.shown), "", f"YAML error: {exc}", code="syntax"
             )
             raise ConfigUnreadable([diagnostic]) from None
-        if root is None:  # an empty file is an empty mapping
-            return _Node({}, Location(self.shown, 1, 1))
-        try:
-            doc = self.build(root, ())
         except RecursionError:
-            loc = self._loc(root)
-            diagnostic = Diagnostic("error", loc, "", "YAML nesting is too deep", code="syntax")
+            message = "YAML nesting is too deep"
+            diagnostic = Diagnostic("error", Location(self.shown), "", message, code="syntax")
             raise ConfigUnreadable([diagnostic]) from None
-        if not isinstance(doc.value, dict):
-            self.reader.error(
-                doc.loc, (), "the top level of a config file must be a mapping", "type"
-            )
-            return _Node({}, doc.loc)
-        return doc
 
     def _loc(self, node: Any) -> Location:
         return Location(self.shown, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -366,7 +434,7 @@ class _Builder:
             self._check_tag(node, _SEQ_TAGS, path)
             items = [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
             return _Node(items, self._loc(node))
-        return _Node(self._scalar(node, path), self._loc(node), plain=node.style is None)
+        return _Node(self._scalar(node, path), self._loc(node), plain=not node.style)
 
     def _mapping(self, node: Any, path: TreePath) -> dict[str, _Member]:
         members: dict[str, _Member] = {}

@@ -6,6 +6,8 @@ the rendered diagnostics line for line: file:line:col, dotted path, message and 
 
 from __future__ import annotations
 
+import json
+import random
 import textwrap
 from pathlib import Path
 
@@ -669,3 +671,47 @@ def test_only_warnings_leave_the_config_loadable(
     loaded = load("concord.yaml")
     assert [d.severity for d in loaded.diagnostics] == ["warning"]
     assert loaded.ok
+
+
+def test_each_unreachable_route_names_the_first_route_that_covers_it(tmp_path: Path) -> None:
+    """Routes drawn at random from a few conditions: the warnings are exactly those a
+    route-by-route comparison gives (every condition of an earlier route found, verbatim, in a
+    later one), each naming the first such earlier route; `1` does not cover `true`."""
+    conditions = [
+        ("workspace", "acme"),
+        ("workspace", "beta"),
+        ("stream", True),
+        ("stream", 1),
+        ("model", "gpt-*"),
+        ("input_tokens", {"gt": 1000}),
+        ("header.x-team", "red"),
+    ]
+    rng = random.Random(11)
+    routes: list[dict[str, object]] = []
+    for index in range(60):
+        picked = dict(rng.sample(conditions, rng.choice([1, 1, 2, 2, 3, 4])))
+        routes.append({"name": f"r{index}", "when": picked, "use": "gpt-4o"})
+    routes.insert(45, {"name": "all", "use": "gpt-4o"})  # covers every route after it
+
+    def covers(earlier: dict[str, object], later: dict[str, object]) -> bool:
+        mine, theirs = earlier.get("when", {}), later.get("when", {})
+        return all(
+            key in theirs and json.dumps(theirs[key]) == json.dumps(value)
+            for key, value in mine.items()  # type: ignore[union-attr]
+        )
+
+    expected = []
+    for i, route in enumerate(routes):
+        first = next((e for e in routes[:i] if covers(e, route)), None)
+        if first is not None:
+            expected.append(
+                f"route '{route['name']}' can never match: the earlier route "
+                f"'{first['name']}' matches all its requests"
+            )
+    config = tmp_path / "concord.yaml"
+    listed = "".join(f"  - {json.dumps(route)}\n" for route in routes)
+    config.write_text(config_text("routes:\n" + listed), encoding="utf-8")
+    loaded = load(config)
+    found = [d.message for d in loaded.diagnostics if d.code == "shadowed_route"]
+    assert found == expected
+    assert len(expected) > 20 and any("'all'" in message for message in expected)
