@@ -174,6 +174,18 @@ class Overloaded(GatewayError):
     anthropic_type = "overloaded_error"
 
 
+class ShuttingDown(GatewayError):
+    """503: the server stopped before the answer was done (its shutdown grace ran out). The
+    client gets this in its own format, a stream as its last event, and may retry elsewhere."""
+
+    status = 503
+    code = "shutdown"
+    anthropic_type = "overloaded_error"
+
+    def __init__(self) -> None:
+        super().__init__("The gateway is shutting down and could not finish this answer; retry.")
+
+
 class KeysUnavailable(GatewayError):
     """503: the key is not declared in the config and the database that may know it cannot be
     asked right now. Saying 401 would tell the client its key is wrong, which it may not be."""

@@ -34,7 +34,13 @@ from concord.gateway.attempts import (
 )
 from concord.gateway.auth import Principal
 from concord.gateway.bridge import Relay
-from concord.gateway.errors import ClientWire, GatewayError, ModelNotFound, PolicyRejected
+from concord.gateway.errors import (
+    ClientWire,
+    GatewayError,
+    ModelNotFound,
+    PolicyRejected,
+    ShuttingDown,
+)
 from concord.gateway.guards import Admission
 from concord.gateway.parse import (
     apply_params,
@@ -50,6 +56,7 @@ from concord.gateway.respond import (
     EventStreamResponse,
     JSONAnswer,
     StreamState,
+    cancellation_handled,
     error_response,
     json_response,
 )
@@ -272,6 +279,11 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
         log.exception("unhandled error serving %s", call.request_id)
         error = GatewayError("Internal gateway error.")
         _finish(state, call, call.record(500, error="internal"))
+        return error_response(error, call.wire, call.headers())
+    except asyncio.CancelledError:  # the server's shutdown grace ran out before the answer
+        cancellation_handled()  # answered, not raised: the server would log it as a crash
+        error = ShuttingDown()
+        _finish(state, call, call.record(error.status, error=error.kind))
         return error_response(error, call.wire, call.headers())
     finally:
         if holding:

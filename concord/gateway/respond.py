@@ -18,16 +18,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from concord.gateway.bridge import Relay
-from concord.gateway.errors import ClientWire, GatewayError, UpstreamFailed
+from concord.gateway.errors import ClientWire, GatewayError, ShuttingDown, UpstreamFailed
 from concord.providers.base import SSEEvent, UpstreamError, UpstreamStream
 from concord.providers.sse import is_error_event
 from concord.translate.anthropic_openai import error_message
 
 JSON_TYPE = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+CUT_NOTICE_SECONDS = 1.0  # how long a stream cut at shutdown may take to tell its client
 
 
 def json_response(content: bytes, status: int, headers: Mapping[str, str]) -> Response:
@@ -111,6 +112,7 @@ class EventStreamResponse:
         self.wire = wire
         self.state = StreamState()
         self.on_close = on_close
+        self.started = False  # http.response.start sent
         raw = list(raw_headers)
         raw.append((b"content-type", b"text/event-stream; charset=utf-8"))
         raw.extend((k.encode(), v.encode()) for k, v in SSE_HEADERS.items())
@@ -119,16 +121,18 @@ class EventStreamResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.ensure_future(self._pump(send))
         watch = asyncio.ensure_future(_wait_disconnect(receive))
+        cut = False
         try:
             await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
             if not pump.done():  # SPEC §2.5: the client left; abandon the upstream call
                 self.state.status = 499
                 self.state.error = "client_disconnected"
         except asyncio.CancelledError:  # the server stopped waiting (its shutdown grace ran out)
-            if not pump.done():
-                self.state.status = 503
-                self.state.error = "shutdown"
-            raise
+            if pump.done():
+                raise
+            self.state.status = 503
+            self.state.error = "shutdown"
+            cut = True
         finally:
             for task in (pump, watch):
                 task.cancel()
@@ -136,15 +140,36 @@ class EventStreamResponse:
             with contextlib.suppress(Exception):
                 await self.upstream.aclose()
             await self.on_close(self.state)
+        if cut:  # answered, not raised: the server would log the cancellation as a crash
+            await self._end_cut(send)
+            cancellation_handled()
+
+    async def _end_cut(self, send: Send) -> None:
+        """End a stream the shutdown cut with an error event the client's SDK raises, rather
+        than a connection that just stops; within a second, as the server is going away."""
+
+        async def end() -> None:
+            if not self.started:
+                await send(self._start())
+            event = ShuttingDown().sse(self.wire)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(end(), CUT_NOTICE_SECONDS)
 
     async def _pump(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        self.started = True
+        await send(self._start())
         async for chunk in self._chunks():
             if chunk:
                 if self.state.first_byte_at is None:
                     self.state.first_byte_at = time.monotonic()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _start(self) -> Message:
+        return {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         relay = self.relay
@@ -162,6 +187,14 @@ class EventStreamResponse:
                 return  # the upstream's own error event, relayed in the client's format, ends it
             detail = error_message(error.body) if error.body is not None else error.message
             yield UpstreamFailed(f"The upstream stream failed: {detail}").sse(self.wire)
+
+
+def cancellation_handled() -> None:
+    """The request's task was cancelled and has answered for it: clear the request, so that
+    nothing above takes the task for one still being cancelled."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -120,9 +120,11 @@ def free_port() -> int:
 class LiveServer:
     """A real uvicorn server in a thread: streams arrive incrementally, disconnects are real."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, **options: Any) -> None:
         self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", **options
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -145,11 +147,11 @@ class LiveServer:
 
 
 @pytest.fixture
-def live() -> Iterator[Callable[[Starlette], LiveServer]]:
+def live() -> Iterator[Callable[..., LiveServer]]:
     servers: list[LiveServer] = []
 
-    def start(app: Starlette) -> LiveServer:
-        server = LiveServer(app).__enter__()
+    def start(app: Starlette, **options: Any) -> LiveServer:
+        server = LiveServer(app, **options).__enter__()
         servers.append(server)
         return server
 
