@@ -109,14 +109,7 @@ def estimate_answer(body: dict[str, Any]) -> int:
                 parts.append(orjson.dumps(message["tool_calls"]).decode())
         elif isinstance(choice.get("text"), str):
             parts.append(choice["text"])
-    content = body.get("content")
-    if isinstance(content, list):  # Anthropic: text blocks and tool inputs
-        for block in content:
-            if isinstance(block, dict):
-                text = block.get("text")
-                parts.append(
-                    text if isinstance(text, str) else orjson.dumps(block.get("input")).decode()
-                )
+    _collect_content(body.get("content"), parts)  # Anthropic: text blocks and tool inputs
     return count_text("\n".join(parts))
 
 

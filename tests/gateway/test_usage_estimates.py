@@ -4,6 +4,7 @@ answer's text (SPEC §2.6 spend from usage)."""
 
 from __future__ import annotations
 
+from concord.gateway.tokens import count_text, estimate_answer
 from concord.translate.usage import Usage
 from tests.fakes.upstream import FakeUpstream, Fault
 from tests.gateway.conftest import MakeGateway
@@ -40,3 +41,12 @@ async def test_a_stream_without_usage_is_recorded_by_estimate(
     assert text == REPLY
     record = gw.recorder.records[-1]
     assert record.input_tokens > 20 and 5 <= record.output_tokens <= 20
+
+
+def test_an_anthropic_answer_is_estimated_from_its_text_and_tool_input_only() -> None:
+    """Thinking blocks carry no `text` or `input`: they add nothing, not a stray `null`."""
+    text = {"type": "text", "text": REPLY}
+    tool = {"type": "tool_use", "id": "t1", "name": "count", "input": {"to": 10}}
+    thinking = {"type": "thinking", "thinking": "", "signature": "sig"}
+    expected = count_text(REPLY + '\n{"to":10}')
+    assert estimate_answer({"content": [thinking, text, tool]}) == expected
