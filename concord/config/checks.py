@@ -44,7 +44,7 @@ from concord.config.model import (
 from concord.config.model import NUMERIC_FIELDS as SCHEMA_NUMERIC_FIELDS
 from concord.config.model import STRING_FIELDS as SCHEMA_STRING_FIELDS
 from concord.config.values import format_duration
-from concord.engine.match import SECRET_HEADERS, glob_regex
+from concord.engine.match import glob_regex, is_secret_field
 
 # SPEC §2.4.1: what kind of value each `when` field holds, as the schema (config/model.py) says.
 # Headers and metadata are "any": the matcher compares numbers with numeric text there
@@ -534,15 +534,10 @@ def check_conditions(r: _Report) -> None:
                 _check_operand(r, name, kind, op, operand, op_path)
 
 
-def _is_secret_field(name: str) -> bool:
-    """`header.authorization` and the like: their values are never printed (SPEC §2.1)."""
-    return name.startswith("header.") and name[len("header.") :].lower() in SECRET_HEADERS
-
-
 def _check_operand(r: _Report, name: str, kind: str, op: str, operand: Any, path: Path) -> None:
     if op == "exists":
         return
-    if _is_secret_field(name):
+    if is_secret_field(name):
         if op == "regex":
             _check_regex(r, operand, path, shown="***")
         elif isinstance(operand, str):

@@ -571,13 +571,14 @@ class _Expander:
             value = self.env.get(name)
             if blank_ok and not value:
                 missing.append(name)
+            if value:  # a value from the environment may be a secret: never quoted back
+                self.reader.expanded[name] = value
             if match.group("sep"):
                 return value if value else match.group("default")
             if value is None:
                 if not blank_ok:
                     missing.append(name)
                 return ""
-            self.reader.expanded[name] = value
             return value
 
         text = _VAR.sub(replace, node.value)

@@ -310,12 +310,19 @@ def _compile_field(name: str, value: Any, path: tuple[PathPart, ...]) -> tuple[T
 
     test = _fast_test(name, value, getter) or (lambda ctx: pred(getter(ctx)))
 
+    hidden = sorted(_strings_in(value), key=len, reverse=True) if secret else []
+
     def why_not(ctx: RequestContext) -> str | None:
         actual = getter(ctx)
         if pred(actual):
             return None
-        shown = "'***'" if secret and actual is not None else _fmt(actual)
-        return f"{label}: {shown} {fail_text(actual)}"
+        if not secret:
+            return f"{label}: {_fmt(actual)} {fail_text(actual)}"
+        # neither the client's value nor what the config compares it with is printed
+        text = fail_text(actual)
+        for operand in hidden:
+            text = text.replace(operand, "***")
+        return f"{label}: {'absent' if actual is None else repr('***')} {text}"
 
     return test, why_not
 
@@ -598,5 +605,42 @@ def render_value(value: Any) -> str:
 
 
 def render_when(raw: Any) -> str:
-    """A whole `when` in flow style, for explain output."""
-    return render_value(raw)
+    """A whole `when` in flow style, for explain output; what a secret header is compared
+    with shows as `***` (SPEC §2.1: explain never prints a secret)."""
+    return render_value(_without_secrets(raw))
+
+
+def _without_secrets(when: Any) -> Any:
+    if isinstance(when, list):
+        return [_without_secrets(item) for item in when]
+    if not isinstance(when, Mapping):
+        return when
+    return {
+        key: _masked(value) if is_secret_field(key) else _without_secrets(value)
+        for key, value in when.items()
+    }
+
+
+def _masked(value: Any) -> Any:
+    """A condition on a secret header with its values hidden (`exists` stays: it says none)."""
+    if isinstance(value, Mapping):
+        return {op: v if op == "exists" else _masked(v) for op, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return "***" if value is not None else None
+
+
+def _strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _strings_in(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings_in(item)]
+    return []
+
+
+def is_secret_field(name: str) -> bool:
+    """`header.authorization` and the like: what they hold, and what a config compares them
+    with, are never printed (SPEC §2.1)."""
+    return name.startswith("header.") and name[len("header.") :].lower() in SECRET_HEADERS

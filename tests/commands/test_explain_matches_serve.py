@@ -262,3 +262,24 @@ def test_concord_test_reports_a_404_where_no_rejection_was_expected(
     assert code == 1
     assert "    reject: expected not rejected, got rejected with 404" in out
     assert "    reject: expected rejected with 403, got rejected with 404" in out
+
+
+def test_explain_never_prints_what_a_secret_header_is_compared_with(
+    write_yaml: WriteYaml, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §2.1: a partner token a route matches on (`${PARTNER_TOKEN}`, expanded from the
+    environment) stays out of explain's account of why the route missed."""
+    monkeypatch.setenv("PARTNER_TOKEN", "ptok-LIVE-SECRET-42")
+    routes = """
+  - name: partner
+    when: {header.authorization: "Bearer ${PARTNER_TOKEN}", header.x-api-key: {regex: "^sk-1"}}
+    use: hidden
+  - name: not-partner
+    when: {not: {header.cookie: "session=${PARTNER_TOKEN}"}, model: nothing}
+    use: hidden
+"""
+    path = write_yaml("concord.yaml", CONFIG + routes)
+    assert main(["explain", "-c", str(path), "--model", "big"]) == 0
+    out = capsys.readouterr().out
+    assert "partner: header.authorization: absent is not '***'" in out
+    assert "ptok" not in out and "sk-1" not in out and "session=" not in out

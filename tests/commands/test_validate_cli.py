@@ -159,16 +159,14 @@ def test_a_key_expanded_into_the_wrong_field_is_named_not_printed(
     """`${OPENAI_KEY}` pasted into `timeout` by mistake: the error must not print the key."""
     secret = "sk-live-0123456789abcdef"
     monkeypatch.setenv("OPENAI_KEY", secret)
-    write_yaml(
-        "concord.yaml",
-        VALID.replace("mock}", 'mock, api_keys: ["${OPENAI_KEY}"], timeout: "${OPENAI_KEY}"}'),
-    )
-    for argv in (["concord.yaml"], ["--format", "json", "concord.yaml"]):
-        code, lines = run(capsys, *argv)
-        text = "\n".join(lines)
-        assert code == 1 and "timeout" in text
-        assert "${OPENAI_KEY}" in text  # what the error is about, by its name
-        assert secret not in text
+    for reference in ("${OPENAI_KEY}", "${OPENAI_KEY:-60s}"):  # set, a default changes nothing
+        write_yaml("concord.yaml", VALID.replace("mock}", f'mock, timeout: "{reference}"}}'))
+        for argv in (["concord.yaml"], ["--format", "json", "concord.yaml"]):
+            code, lines = run(capsys, *argv)
+            text = "\n".join(lines)
+            assert code == 1 and "timeout" in text
+            assert "${OPENAI_KEY}" in text  # what the error is about, by its name
+            assert secret not in text
 
 
 def test_schema_command_prints_the_checked_in_schema(capsys: pytest.CaptureFixture[str]) -> None:

@@ -151,7 +151,11 @@ WHY_NOT = [
     ({"model": "gpt-4o", "header.x-tier": "gold"}, {"headers": {"x-tier": "free"}},
      "header.x-tier: 'free' is not 'gold'"),
     ({"header.authorization": "Bearer x"}, {"headers": {"authorization": "Bearer sk-secret"}},
-     "header.authorization: '***' is not 'Bearer x'"),
+     "header.authorization: '***' is not '***'"),
+    ({"header.x-api-key": {"regex": "^sk-live-"}}, {},
+     "header.x-api-key: absent does not match /***/"),
+    ({"not": {"header.cookie": "session=abc"}}, {"headers": {"cookie": "session=abc"}},
+     "not: {header.cookie: ***} matched"),
 ]  # fmt: skip
 
 
