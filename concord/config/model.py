@@ -613,7 +613,10 @@ class Config(Stored):
     version: Literal[1] = Field(description="The config format version; always 1.")
     include: list[str] = Field(
         default=[],
-        description="Globs of files merged into this one, relative to it, in sorted order (§2.9).",
+        description=(
+            "Globs of files merged into this one, relative to it, in sorted order (§2.9); "
+            "`${VAR}` expands in them as in any string."
+        ),
         json_schema_extra=semantic({"items": {"minLength": 1}}),
     )
     server: ServerConfig = ServerConfig()

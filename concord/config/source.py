@@ -229,6 +229,10 @@ class _Reader:
                     "include",
                 )
                 continue
+            if "$" in pattern:  # SPEC §2.1: `${VAR}` in any string, include paths too
+                pattern, complete = _Expander(self).expanded_text(item, ("include",))
+                if not complete:
+                    continue
             pattern = os.path.expanduser(pattern)
             if not _GLOB_CHARS.intersection(pattern):
                 target = base / pattern
@@ -283,17 +287,24 @@ class _Reader:
                 )
 
 
-def read_includes(path: str | Path) -> list[str]:
-    """The `include` entries of one file as written, parsed exactly as `read_source` parses it:
-    the reload watcher must follow the same includes the loader will. Raises ConfigUnreadable
-    when the file cannot be read or parsed; entries the loader would reject are left out."""
-    reader = _Reader({})
+def read_includes(path: str | Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """The `include` entries of one file, parsed and `${VAR}`-expanded exactly as `read_source`
+    does: the reload watcher must follow the same includes the loader will. Raises
+    ConfigUnreadable when the file cannot be read or parsed; entries the loader would reject
+    are left out."""
+    reader = _Reader(os.environ if env is None else env)
     shown = str(path)
     node = _Builder(reader, shown).build_top_level(reader._read_text(Path(path), shown), "include")
     if node is None:
         return []
-    items = _include_items(node)
-    return [item.value for item in items if isinstance(item.value, str) and item.value]
+    entries = []
+    for item in _include_items(node):
+        if isinstance(item.value, str) and "$" in item.value:
+            text, complete = _Expander(reader).expanded_text(item, ("include",))
+            entries.append(text if complete else "")
+        else:
+            entries.append(item.value)
+    return [entry for entry in entries if isinstance(entry, str) and entry]
 
 
 def _include_items(node: _Node) -> list[_Node]:
@@ -515,16 +526,21 @@ class _Expander:
             for index, item in enumerate(node.value):
                 self.expand(item, (*path, index))
         elif isinstance(node.value, str) and "$" in node.value:
-            text, missing = self._substitute(node, path)
-            for name in missing:
-                self.reader.error(
-                    node.loc,
-                    path,
-                    f"environment variable {name} is not set "
-                    f"(set it or write ${{{name}:-default}})",
-                    "env",
-                )
+            text, _ = self.expanded_text(node, path)
             node.value = self._retype(node, text, path)
+
+    def expanded_text(self, node: _Node, path: TreePath) -> tuple[str, bool]:
+        """A string node's text with `${VAR}` expanded, and whether every variable was set
+        (each one that was not is reported)."""
+        text, missing = self._substitute(node, path)
+        for name in missing:
+            self.reader.error(
+                node.loc,
+                path,
+                f"environment variable {name} is not set (set it or write ${{{name}:-default}})",
+                "env",
+            )
+        return text, not missing
 
     def _api_keys(self, node: _Node, path: TreePath) -> None:
         """SPEC §2.1: an empty key is dropped; a provider left with none is unavailable."""

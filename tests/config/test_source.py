@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from concord.config.errors import ConfigUnreadable, Location
-from concord.config.source import Source, read_source
+from concord.config.source import Source, read_includes, read_source
 from tests.conftest import WriteYaml
 
 
@@ -243,6 +243,26 @@ def test_includes_resolve_relative_to_the_including_file(
     assert source.diagnostics == []
     assert source.tree["rate_limits"] == [{"name": "q"}]
     assert source.where(("rate_limits", 0)).file == "q.yaml"
+
+
+def test_include_paths_expand_environment_variables(write_yaml: WriteYaml) -> None:
+    """SPEC §2.1: `${VAR}` in any string, include paths too: a policy directory chosen per
+    environment, with a default; an unset one is an error naming it, not a silent no-match."""
+    write_yaml("concord.yaml", 'version: 1\ninclude: ["${POLICY_DIR:-conf.d}/*.yaml"]\n')
+    write_yaml("conf.d/a.yaml", "rate_limits: [{name: from-default}]\n")
+    write_yaml("prod.d/a.yaml", "rate_limits: [{name: from-prod}]\n")
+    source = read_source("concord.yaml", env={})
+    assert source.diagnostics == []
+    assert source.tree["rate_limits"] == [{"name": "from-default"}]
+    assert read_source("concord.yaml", env={"POLICY_DIR": "prod.d"}).tree["rate_limits"] == [
+        {"name": "from-prod"}
+    ]
+    assert read_includes("concord.yaml", env={"POLICY_DIR": "prod.d"}) == ["prod.d/*.yaml"]
+    write_yaml("concord.yaml", 'version: 1\ninclude: ["${POLICY_DIR}/*.yaml"]\n')
+    assert rendered(read_source("concord.yaml", env={})) == [
+        "concord.yaml:2:11: include: environment variable POLICY_DIR is not set "
+        "(set it or write ${POLICY_DIR:-default})"
+    ]
 
 
 def test_syntax_error_in_an_included_file_names_that_file(write_yaml: WriteYaml) -> None:
