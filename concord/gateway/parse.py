@@ -160,12 +160,24 @@ def build_context(
 def _has_images(messages: Any) -> bool:
     if not isinstance(messages, list):
         return False
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            for block in content:
-                if isinstance(block, dict) and block.get("type") in ("image_url", "image"):
-                    return True
+    return any(
+        isinstance(message, dict) and _content_has_images(message.get("content"))
+        for message in messages
+    )
+
+
+def _content_has_images(content: Any) -> bool:
+    """Image parts or blocks, those inside Anthropic tool results too (a computer-use
+    screenshot arrives as a tool's result)."""
+    if not isinstance(content, list):
+        return False
+    for block in content:
+        if isinstance(block, dict):
+            kind = block.get("type")
+            if kind in ("image_url", "image"):
+                return True
+            if kind == "tool_result" and _content_has_images(block.get("content")):
+                return True
     return False
 
 

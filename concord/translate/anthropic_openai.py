@@ -499,9 +499,11 @@ def _openai_tool_fields(body: JSON) -> JSON:
 
 
 def _text_parts(content: Any) -> list[str]:
-    """The texts of a string or a list of text/refusal parts, one per part, empty ones left out."""
+    """The texts of a string or a list of text/refusal parts, one per part. Blank ones are left
+    out: Anthropic refuses a text block that is empty or only whitespace (a model's `"\n\n"`
+    before its tool calls, say), and it says nothing."""
     if isinstance(content, str):
-        return [content] if content else []
+        return [content] if _has_text(content) else []
     if not isinstance(content, list):
         return []
     texts = [
@@ -509,7 +511,11 @@ def _text_parts(content: Any) -> list[str]:
         for p in content
         if p.get("type") in ("text", "refusal")
     ]
-    return [text for text in texts if text]
+    return [text for text in texts if _has_text(text)]
+
+
+def _has_text(text: Any) -> bool:
+    return isinstance(text, str) and not text.isspace() and text != ""
 
 
 def _text_content(content: Any) -> Any:
@@ -574,11 +580,14 @@ def _as_blocks(content: Any) -> list[JSON]:
 
 
 def _openai_user_content(message: JSON) -> Any:
+    """A user turn's content; blank text (which Anthropic refuses) is left out."""
     content = message.get("content")
     if isinstance(content, str) or content is None:
-        return content or ""
+        return content if _has_text(content) else ""
     blocks = []
     for index, part in enumerate(content):
+        if part.get("type") == "text" and not _has_text(part.get("text")):
+            continue
         try:
             blocks.append(_openai_part_to_block(part))
         except Untranslatable as error:

@@ -108,7 +108,7 @@ class ChatToCompletionStream:
             chunk = json.loads(event.data)
         except ValueError:
             return []
-        if not isinstance(chunk, dict) or "error" in chunk:
+        if not isinstance(chunk, dict) or chunk.get("error"):
             return [event]
         choices = []
         for choice in chunk.get("choices") or []:

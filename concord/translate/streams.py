@@ -79,9 +79,10 @@ class OpenAIToAnthropicStream:
         chunk = _loads(event.data)
         if chunk is None:
             return []
-        if "error" in chunk:
+        if chunk.get("error"):  # `"error": null` on every chunk (some servers) is no error
             self._finished = True
-            return [_anthropic_event(openai_error_to_anthropic(chunk, 500))]
+            status = _status_of_stream_error(chunk["error"])
+            return [_anthropic_event(openai_error_to_anthropic(chunk, status))]
         out = self._start(chunk)
         if isinstance(chunk.get("usage"), dict):
             self.usage = usage_from_openai(chunk["usage"])
@@ -326,3 +327,27 @@ class AnthropicToOpenAIStream:
             return self._chunk({"function_call": {"arguments": text}})
         call = {"index": position, "function": {"arguments": text}}
         return self._chunk({"tool_calls": [call]})
+
+
+# An OpenAI-format error event carries no HTTP status: its `type` or `code` says what it was,
+# so an Anthropic client still reads a rate limit or an overload for what it is.
+_STREAM_ERROR_STATUS = {
+    "rate_limit_exceeded": 429,
+    "rate_limit_error": 429,
+    "insufficient_quota": 429,
+    "overloaded": 529,
+    "overloaded_error": 529,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+}
+
+
+def _status_of_stream_error(error: Any) -> int:
+    if isinstance(error, dict):
+        for field in ("code", "type"):
+            status = _STREAM_ERROR_STATUS.get(str(error.get(field)))
+            if status is not None:
+                return status
+    return 500

@@ -357,3 +357,41 @@ async def test_cors_origins_see_the_gateway_answers(make_gateway: MakeGateway):
     exposed = {h.strip() for h in answer.headers["access-control-expose-headers"].split(",")}
     assert {"x-concord-model", "x-concord-cache", "x-concord-attempts", "retry-after"} <= exposed
     assert answer.headers["x-concord-config"] == gw.state.graph.version
+
+
+async def test_an_image_in_a_tool_result_counts_for_the_images_condition(
+    make_gateway: MakeGateway,
+) -> None:
+    """SPEC §2.4.1 `images`: a computer-use screenshot arrives as a tool's result, and a route
+    for vision traffic must see it there as it sees an image the user sent."""
+    gw = make_gateway(
+        MOCK
+        + """
+  - name: vision
+    when: {images: true}
+    reject: {status: 403, message: "images go elsewhere"}
+"""
+    )
+    png = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    screenshot = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": [{"type": "image", "source": png}],
+    }
+    messages = [
+        {"role": "user", "content": "Open the settings"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "screenshot", "input": {}}],
+        },
+        {"role": "user", "content": [screenshot]},
+    ]
+    with pytest.raises(anthropic.PermissionDeniedError, match="images go elsewhere"):
+        await gw.anthropic().messages.create(
+            model="claude-sonnet", max_tokens=50, messages=messages
+        )
+    text_only = [*messages[:2], {"role": "user", "content": [{**screenshot, "content": "ok"}]}]
+    answer = await gw.anthropic().messages.create(
+        model="claude-sonnet", max_tokens=50, messages=text_only
+    )
+    assert answer.content

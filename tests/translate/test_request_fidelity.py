@@ -352,3 +352,35 @@ def test_openai_refusal_is_an_anthropic_refusal():
     message = Message.model_validate(openai_response_to_anthropic(body))
     assert message.stop_reason == "refusal"
     assert message.content[0].text == "I can't help with that."
+
+
+def test_blank_text_never_reaches_anthropic_as_a_text_block():
+    """Anthropic refuses text blocks that are empty or only whitespace ("text content blocks
+    must contain non-whitespace text"); agent histories often hold a model's "\n\n" before its
+    tool calls. Blank text says nothing: it is left out, the rest of each turn kept."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    body = {
+        "model": "claude",
+        "messages": [
+            {"role": "system", "content": "  \n"},
+            {"role": "user", "content": [{"type": "text", "text": " "}, image]},
+            {"role": "assistant", "content": "\n\n", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+            {"role": "user", "content": "\t"},
+            {"role": "user", "content": "Thanks"},
+        ],
+    }
+    out = openai_request_to_anthropic(body)
+    blocks = [
+        block
+        for message in out["messages"]
+        for block in (message["content"] if isinstance(message["content"], list) else [])
+    ]
+    texts = [block["text"] for block in blocks if block["type"] == "text"]
+    assert all(text.strip() for text in texts)
+    assert "system" not in out
+    assert [m["role"] for m in out["messages"]] == ["user", "assistant", "user"]
+    assert out["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "call_1", "name": "f", "input": {}}
+    ]

@@ -13,6 +13,7 @@ from concord.translate.anthropic_openai import (
     anthropic_response_to_openai,
     openai_response_to_anthropic,
 )
+from concord.translate.completions import ChatToCompletionStream
 from concord.translate.streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 from concord.translate.usage import Usage, usage_from_anthropic, usage_from_openai
 from tests.fakes.sdk import accumulate_anthropic, accumulate_openai
@@ -237,3 +238,42 @@ def test_a_streamed_refusal_ends_as_a_refusal_for_anthropic_clients() -> None:
     message = accumulate_anthropic(out)
     assert message.stop_reason == "refusal"
     assert message.content[0].text == "I can't help with that."
+
+
+def test_a_null_error_field_on_every_chunk_is_no_error() -> None:
+    """Some OpenAI-compatible servers send `"error": null` on every chunk: the stream is
+    relayed whole, to an Anthropic client and to a legacy completions client alike."""
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]},
+    ]
+    events = [
+        SSEEvent(data=json.dumps({"id": "c", "model": "m", "error": None, **c})) for c in chunks
+    ]
+    message = accumulate_anthropic(run(OpenAIToAnthropicStream("m"), events))
+    assert message.content[0].text == "Hello" and message.stop_reason == "end_turn"
+    completion = run(ChatToCompletionStream(), events)
+    texts = [json.loads(e.data)["choices"][0]["text"] for e in completion if e.data != "[DONE]"]
+    assert "".join(texts) == "Hello"
+
+
+@pytest.mark.parametrize(
+    ("error", "anthropic_type"),
+    [
+        (
+            {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"},
+            "rate_limit_error",
+        ),
+        ({"message": "busy", "type": "overloaded_error"}, "overloaded_error"),
+        ({"message": "boom", "type": "server_error"}, "api_error"),
+    ],
+)
+def test_an_error_event_keeps_its_kind_for_anthropic_clients(
+    error: dict[str, str], anthropic_type: str
+) -> None:
+    first = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]}
+    events = [SSEEvent(data=json.dumps({"id": "c", "model": "m", **first}))]
+    events.append(SSEEvent(data=json.dumps({"error": error})))
+    out = run(OpenAIToAnthropicStream("m"), events)
+    last = json.loads(out[-1].data)
+    assert last["type"] == "error" and last["error"]["type"] == anthropic_type
