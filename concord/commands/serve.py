@@ -59,16 +59,16 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from concord.config.errors import ConfigError
-    from concord.config.load import load_graph
+    from concord.config.load import load_serving
     from concord.engine.reload import LISTEN_ENV
     from concord.gateway.app import CONFIG_ENV, create_app_from_graph
     from concord.gateway.assemble import assemble
-    from concord.observability.logs import LEVEL_ENV
+    from concord.observability.logs import LEVEL_ENV, log_operations
     from concord.observability.metrics import prepare_multiprocess_dir, remove_own_multiprocess_dir
 
     path = str(Path(config_path(args.config)).absolute())
     try:
-        graph = load_graph(path)
+        graph, warnings = load_serving(path)
     except ConfigError as exc:
         print(f"concord serve: {path} is not a valid configuration:", file=sys.stderr)
         for diagnostic in exc.diagnostics:
@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             remove_own_multiprocess_dir(metrics_dir)
     else:
-        seams = assemble(graph, path, None)  # reload watcher, admin API... (as `create_app`)
+        log_operations(args.log_level)  # the gateway's own messages as JSON lines
+        seams = assemble(graph, path, None, warnings)  # reload watcher, admin API (`create_app`)
         uvicorn.run(create_app_from_graph(graph, config_path=path, **seams), **options)
     return 0

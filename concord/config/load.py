@@ -96,10 +96,19 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Loaded:
 
 def load_graph(path: str | Path, env: Mapping[str, str] | None = None) -> Graph:
     """The compiled graph of `path`; raises ConfigError listing every problem if there is none."""
+    graph, _ = load_serving(path, env)
+    return graph
+
+
+def load_serving(
+    path: str | Path, env: Mapping[str, str] | None = None
+) -> tuple[Graph, tuple[str, ...]]:
+    """The compiled graph of `path` and its warnings, rendered (a provider left without keys,
+    say: the server logs them as it starts); raises ConfigError if there is no graph."""
     loaded = load(path, env)
     if not loaded.ok or loaded.graph is None:
         raise ConfigError(loaded.errors or loaded.diagnostics)
-    return loaded.graph
+    return loaded.graph, tuple(d.render() for d in loaded.warnings)
 
 
 def config_version(tree: Mapping[str, Any]) -> str:

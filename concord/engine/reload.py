@@ -306,9 +306,11 @@ class Reloader:
         *,
         step_ms: int = STEP_MS,
         debounce_ms: int = DEBOUNCE_MS,
+        startup_warnings: tuple[str, ...] = (),
     ) -> None:
         self.config_path = os.path.abspath(config_path)
         self.env = env
+        self.startup_warnings = startup_warnings  # what loading the config served first found
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
         self.counts: dict[Result, int] = {"ok": 0, "error": 0}
@@ -336,7 +338,12 @@ class Reloader:
         self._started = state.graph
         self._listen = listen_from(os.environ)
         self.loaded_at = time.time()
-        self.last = ReloadOutcome("ok", "startup", self.loaded_at, state.graph.version)
+        graph = state.graph
+        warnings = self.startup_warnings + restart_only_changes(graph, graph, self._listen)
+        self.last = ReloadOutcome("ok", "startup", self.loaded_at, graph.version, warnings=warnings)
+        log.info("config loaded: version %s from %s", graph.version, self.config_path)
+        for warning in warnings:
+            log.warning("config: %s", warning)
         self._watch = await asyncio.to_thread(watch_set, self.config_path, state.graph.files)
         self._watcher = asyncio.create_task(self._watch_loop(), name="concord-reload-watch")
         for _ in range(3):  # let awatch register its inotify watches before the catch-up check

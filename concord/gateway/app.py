@@ -45,6 +45,7 @@ from concord.gateway.record import NullRecorder, Recorder
 from concord.gateway.respond import json_response
 from concord.gateway.runtime import RuntimeState
 from concord.gateway.unrouted import EXCEPTION_HANDLERS
+from concord.observability.logs import log_operations
 from concord.observability.readiness import DEGRADED, SERVING, ReadinessCheck, run_checks
 from concord.providers.registry import ProviderPool
 
@@ -333,11 +334,11 @@ def create_app(config_path: str, *, env: Mapping[str, str] | None = None) -> Sta
     `concord.gateway.assemble` decides which subsystems a config needs (state backend,
     database, reload watcher, admin API, metrics) and wires them in as components.
     """
-    from concord.config.load import load_graph
+    from concord.config.load import load_serving
     from concord.gateway.assemble import assemble
 
-    graph = load_graph(config_path, env)
-    seams = assemble(graph, config_path, env)
+    graph, warnings = load_serving(config_path, env)
+    seams = assemble(graph, config_path, env, warnings=warnings)
     return create_app_from_graph(graph, config_path=config_path, **seams)
 
 
@@ -355,6 +356,7 @@ def app_from_env(retry_every: float = 1.0) -> Starlette:
     waiting when told to stop, or when the supervisor is gone.
     """
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    log_operations()  # this worker's own messages, as JSON lines (level from the supervisor)
     path = os.environ[CONFIG_ENV]
     supervisor = os.getppid()
     try:

@@ -18,8 +18,14 @@ from concord.gateway.records_component import Records
 from concord.observability.component import Observability
 
 
-def assemble(graph: Graph, config_path: str, env: Mapping[str, str] | None) -> dict[str, Any]:
-    """Keyword arguments for `create_app_from_graph` serving `graph` loaded from `config_path`."""
+def assemble(
+    graph: Graph,
+    config_path: str,
+    env: Mapping[str, str] | None,
+    warnings: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Keyword arguments for `create_app_from_graph` serving `graph` loaded from `config_path`
+    (`warnings`: what loading it found, logged as the server starts)."""
     # SPEC §1: one state backend per process, kept across reloads; first in, last out
     guards = StateGuards.open(graph.storage)
     components: list[Any] = [guards]
@@ -31,7 +37,7 @@ def assemble(graph: Graph, config_path: str, env: Mapping[str, str] | None) -> d
     recovered = getattr(guards.backend, "recovered", None)  # Redis: back after an outage
     if recovered is not None:
         recovered.append(records.state_recovered)  # SPEC §2.6: its budgets rebuilt if lost
-    reloader = Reloader(config_path, env)  # SPEC §4: watcher + SIGHUP; GET/POST /_admin/config
+    reloader = Reloader(config_path, env, startup_warnings=warnings)  # SPEC §4: watcher, SIGHUP
     reloader.add_listener(records.reloaded)  # SPEC §2.6: re-sync declared workspaces
     components += [reloader, ConfigAdmin(reloader)]
     observability = Observability()  # SPEC §7: /metrics, access log, /_admin/providers

@@ -115,7 +115,39 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line).decode()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a message comes, not the one it was made with
+    (a stream swapped since, as a test runner's capture is, may be closed by then)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
+OPERATIONS_LOGGER = "concord"  # every module's logger below it: reloads, database, probes...
+
+
+def log_operations(level: str | None = None, stream: IO[str] | None = None) -> None:
+    """Write the gateway's own messages (a reload, a warning about the config, the database
+    coming back) as JSON lines beside the access log, at `concord serve --log-level`: without
+    a handler, Python prints only warnings and errors, as bare text. Once per process."""
+    logger = logging.getLogger(OPERATIONS_LOGGER)
+    if any(getattr(handler, "concord", False) for handler in logger.handlers):
+        return
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.concord = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(_LEVELS.get((level or os.environ.get(LEVEL_ENV) or "info").lower(), 20))
 
 
 class _DeferredQueueHandler(logging.handlers.QueueHandler):

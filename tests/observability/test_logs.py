@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from datetime import UTC, datetime
 
 import pytest
 
-from concord.observability.logs import ACCESS_LOGGER, _iso_millis
+from concord.observability.logs import (
+    ACCESS_LOGGER,
+    OPERATIONS_LOGGER,
+    _iso_millis,
+    log_operations,
+)
 from tests.fakes.upstream import FakeUpstream, Fault
 from tests.observability.conftest import CLIENT_KEY, SECRETS, UPSTREAM_KEY, Start
 
@@ -142,3 +148,27 @@ def test_line_times_read_as_datetime_would_write_them(epoch: float) -> None:
     """The access log formats each second once; the text must not drift from isoformat."""
     expected = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
     assert _iso_millis(epoch) == expected
+
+
+def test_the_gateways_own_messages_are_json_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`concord serve` logs its own messages (reloads, warnings, errors) as JSON lines, an
+    unexpected error with its traceback, at the level it was given."""
+    logger = logging.getLogger(OPERATIONS_LOGGER)
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    stream = io.StringIO()
+    log_operations("warning", stream)
+    log_operations("debug", io.StringIO())  # once per process: the first one stays
+    module = logging.getLogger("concord.reload")
+    module.info("config reloaded (watch): version abc")  # below --log-level warning
+    module.warning("config: a warning")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        module.exception("reload listener failed")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["level"], line["logger"], line["message"]) for line in lines] == [
+        ("warning", "concord.reload", "config: a warning"),
+        ("error", "concord.reload", "reload listener failed"),
+    ]
+    assert "RuntimeError: boom" in lines[1]["exception"]

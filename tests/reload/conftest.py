@@ -75,11 +75,13 @@ def reply_of(response: httpx.Response) -> str:
 class Server:
     """`concord serve` in a subprocess on a free port; stopped with SIGTERM."""
 
-    def __init__(self, config: Path, port: int, workers: int = 1) -> None:
+    def __init__(
+        self, config: Path, port: int, workers: int = 1, log_level: str = "warning"
+    ) -> None:
         self.config = config
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        args = [CONCORD, "serve", "-c", str(config), "--port", str(port), "--log-level", "warning"]
+        args = [CONCORD, "serve", "-c", str(config), "--port", str(port), "--log-level", log_level]
         if workers > 1:
             args += ["--workers", str(workers)]
         self.log = config.with_suffix(".log")
@@ -150,12 +152,13 @@ def serve(tmp_path: Path) -> Iterator[StartServer]:
         workers: int = 1,
         config: Path | None = None,
         port: int | None = None,
+        log_level: str = "warning",
     ) -> Server:
         port = port or free_port()
         if config is None:
             config = tmp_path / "concord.yaml"
             config.write_text(gateway_yaml(port, body, use=use), encoding="utf-8")
-        server = Server(config, port, workers)
+        server = Server(config, port, workers, log_level)
         servers.append(server)
         server.wait_ready()
         return server

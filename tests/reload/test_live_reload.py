@@ -81,6 +81,45 @@ def test_invalid_edit_keeps_serving_and_is_reported(serve: StartServer) -> None:
     assert server.version() == before["version"]
 
 
+def test_the_config_served_first_and_every_reload_are_logged_with_their_warnings(
+    serve: StartServer, tmp_path: Path
+) -> None:
+    """A deploy that leaves a provider without its key says so as the server starts (in the
+    log and in `GET /_admin/config`), not only at the next reload; each reload that goes live
+    is logged too. The gateway's own messages are JSON lines, like the access log."""
+    port = free_port()
+    config = tmp_path / "concord.yaml"
+
+    def keyless(use: str) -> str:
+        text = gateway_yaml(port, "", use=use)
+        keyless = '\n  o: {type: openai, api_keys: ["${NO_SUCH_KEY_IN_THIS_TEST:-}"]}'
+        return text.replace('reply: "from B"}', 'reply: "from B"}' + keyless)
+
+    config.write_text(keyless("alpha"), encoding="utf-8")
+    server = serve(config=config, port=port, log_level="info")
+    status = server.status()
+    assert status["last_reload"]["trigger"] == "startup"  # type: ignore[index]
+    warnings = status["last_reload"]["warnings"]  # type: ignore[index]
+    assert any("provider 'o' has no API key" in warning for warning in warnings)
+
+    def lines() -> list[dict[str, str]]:
+        found = []
+        for line in server.log.read_text().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry.get("logger") == "concord.reload":
+                    found.append(entry)
+        return found
+
+    assert eventually(lambda: any("config loaded" in entry["message"] for entry in lines()))
+    warned = [entry for entry in lines() if entry["level"] == "warning"]
+    assert any("provider 'o' has no API key" in entry["message"] for entry in warned)
+    write_atomic(server.config, keyless("beta"))
+    assert eventually(lambda: server.version() != status["version"])
+    reloaded = f"config reloaded (watch): version {server.version()}"
+    assert eventually(lambda: any(reloaded in entry["message"] for entry in lines()))
+
+
 def test_admin_config_needs_the_admin_key(serve: StartServer) -> None:
     server = serve()
     assert httpx.get(server.url + "/_admin/config").status_code == 401
