@@ -615,7 +615,8 @@ class Config(Stored):
         default=[],
         description=(
             "Globs of files merged into this one, relative to it, in sorted order (§2.9); "
-            "`${VAR}` expands in them as in any string."
+            "`${VAR}` expands in them as in any string. A glob skips the file it is written in "
+            "and the files including that one."
         ),
         json_schema_extra=semantic({"items": {"minLength": 1}}),
     )

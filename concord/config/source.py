@@ -179,7 +179,8 @@ class _Reader:
             key_loc = doc.value.pop("version").key_loc
             self.error(key_loc, ("version",), "only the root file may set version", "include")
         if includes is not None:
-            for item, child_path, child_shown in self._resolve(includes, path.parent):
+            around = {real, *chain}  # a glob matching these (`*.yaml` beside the root) skips them
+            for item, child_path, child_shown in self._resolve(includes, path.parent, around):
                 child = self._include(item, child_path, child_shown, (*chain, real))
                 if child is not None:
                     self._merge(doc, child, ())
@@ -216,8 +217,12 @@ class _Reader:
         )
         raise ConfigUnreadable([diagnostic])
 
-    def _resolve(self, includes: _Member, base: Path) -> list[tuple[_Node, Path, str]]:
-        """The files an `include` list names, in order: each glob expanded in sorted order."""
+    def _resolve(
+        self, includes: _Member, base: Path, around: set[str]
+    ) -> list[tuple[_Node, Path, str]]:
+        """The files an `include` list names, in order: each glob expanded in sorted order,
+        leaving out the including file and those including it (`around`), which a glob such
+        as `*.yaml` in the root's own folder matches: only a file named outright is a cycle."""
         found: list[tuple[_Node, Path, str]] = []
         for item in _include_items(includes.node):
             pattern = item.value
@@ -247,7 +252,11 @@ class _Reader:
                 found.append((item, target, self._show(target)))
                 continue
             matches = sorted(glob.glob(pattern, root_dir=base, recursive=True))
-            paths = [base / m for m in matches if (base / m).is_file()]
+            paths = [
+                base / m
+                for m in matches
+                if (base / m).is_file() and os.path.realpath(base / m) not in around
+            ]
             if not paths:
                 self.warning(
                     item.loc, ("include",), f"include '{pattern}' matches no file", "include"

@@ -213,6 +213,23 @@ def test_include_cycle_is_an_error_naming_the_chain(write_yaml: WriteYaml) -> No
     ]
 
 
+def test_a_glob_beside_the_root_file_does_not_include_it_or_its_includers(
+    write_yaml: WriteYaml,
+) -> None:
+    """A flat ConfigMap mount: `*.yaml` beside concord.yaml matches concord.yaml itself, and a
+    policy file's own `*.yaml` matches the files including it. Those are skipped, not cycles."""
+    write_yaml("concord.yaml", 'version: 1\ninclude: ["*.yaml"]\n')
+    write_yaml("limits.yaml", 'include: ["*.yaml"]\nrate_limits: [{name: l, rpm: 1}]\n')
+    write_yaml("routes.yaml", "routes: [{name: r, use: m}]\n")
+    source = read_source("concord.yaml", env={})
+    assert rendered(source) == [
+        "concord.yaml:2:11: warning: include: routes.yaml is already included "
+        "(at limits.yaml:1:11); included once"
+    ]
+    assert source.tree["rate_limits"] == [{"name": "l", "rpm": 1}]
+    assert source.tree["routes"] == [{"name": "r", "use": "m"}]
+
+
 def test_version_is_only_allowed_in_the_root_file(write_yaml: WriteYaml) -> None:
     write_yaml("concord.yaml", "version: 1\ninclude: [p.yaml]\n")
     write_yaml("p.yaml", "version: 1\nrate_limits: []\n")
