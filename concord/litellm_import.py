@@ -18,7 +18,8 @@ What is translated:
     fallbacks [{model: [fallbacks]}]        models.<model>.fallbacks
     default_fallbacks                       a catch-all route with those fallbacks
     allowed_fails, cooldown_time            defaults.circuit_breaker
-    litellm_settings.cache (+cache_params)  defaults.cache (off when LiteLLM's cache was off),
+    litellm_settings.cache (+cache_params)  defaults.cache, every request as LiteLLM (`when: {}`;
+                                            off when LiteLLM's cache was off),
                                             storage.state from a redis cache
     router_settings.redis_host/port/...     storage.state (the Redis LiteLLM instances share)
     "ollama/x" with api_base                an openai provider at `<api_base>/v1`
@@ -426,7 +427,9 @@ def _defaults(
         defaults["circuit_breaker"] = breaker
     if settings.get("cache"):
         ttl = _mapping(settings.get("cache_params")).get("ttl")
-        cache: dict[str, Any] = {"enabled": True}
+        # LiteLLM caches every identical request, not only those at temperature 0 (Concord's
+        # default): `when: {}` keeps that
+        cache: dict[str, Any] = {"enabled": True, "when": {}}
         if isinstance(ttl, int | float) and ttl > 0:
             cache["ttl"] = f"{ttl:g}s"
         defaults["cache"] = cache

@@ -100,7 +100,7 @@ def test_deployments_become_targets_providers_and_settings(tmp_path: Path) -> No
     assert config["defaults"]["retry"] == {"attempts": 4}
     assert config["defaults"]["timeout"] == "30s"
     assert config["defaults"]["circuit_breaker"] == {"failures": 2, "cooldown": "60s"}
-    assert config["defaults"]["cache"] == {"enabled": True, "ttl": "600s"}
+    assert config["defaults"]["cache"] == {"enabled": True, "when": {}, "ttl": "600s"}
     assert config["storage"]["state"] == "redis://redis:6379/0"
     assert config["auth"] == {"mode": "keys", "admin_key": "${LITELLM_MASTER_KEY}"}
     assert "titan" not in config["models"]

@@ -469,7 +469,12 @@ class CacheSpec(Stored):
     enabled: bool = True
     ttl: Duration = 3600.0
     when: When | None = Field(
-        default=None, description="Only requests matching these conditions are cached."
+        default=None,
+        description=(
+            "Only requests matching these conditions are cached. Without one: requests at "
+            "`temperature: 0`, and embeddings (deterministic answers). `{}` caches every "
+            "request."
+        ),
     )
     scope: Literal["workspace", "global"] = "workspace"
     max_entries: int = Field(default=10000, ge=1, description="Memory backend LRU bound.")
