@@ -434,9 +434,9 @@ def openai_request_to_anthropic(body: JSON, *, default_max_tokens: int = 4096) -
     if system:
         out["system"] = system[0]["text"] if len(system) == 1 else system
     out.update(_openai_sampling(body))
-    stop = body.get("stop")
-    if stop:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    stop_sequences = _stop_sequences(body.get("stop"))
+    if stop_sequences:
+        out["stop_sequences"] = stop_sequences
     if body.get("stream"):
         out["stream"] = True
     if body.get("user"):
@@ -516,6 +516,20 @@ def _text_parts(content: Any) -> list[str]:
 
 def _has_text(text: Any) -> bool:
     return isinstance(text, str) and not text.isspace() and text != ""
+
+
+def _stop_sequences(stop: Any) -> list[Any]:
+    """OpenAI's `stop` as Anthropic's `stop_sequences`. Empty strings, which stop nothing, are
+    left out; one of only whitespace (`"\n"`) is refused by Anthropic, so it is refused here,
+    naming `stop`, before any upstream is called."""
+    sequences = [stop] if isinstance(stop, str) else list(stop or [])
+    for index, sequence in enumerate(sequences):
+        if isinstance(sequence, str) and sequence.isspace():
+            raise Untranslatable(
+                f"{sequence!r}: Anthropic models take no stop sequence made only of whitespace.",
+                param="stop" if isinstance(stop, str) else f"stop[{index}]",
+            )
+    return [sequence for sequence in sequences if sequence != ""]
 
 
 def _text_content(content: Any) -> Any:

@@ -384,3 +384,14 @@ def test_blank_text_never_reaches_anthropic_as_a_text_block():
     assert out["messages"][1]["content"] == [
         {"type": "tool_use", "id": "call_1", "name": "f", "input": {}}
     ]
+
+
+def test_stop_sequences_anthropic_refuses_are_refused_here_naming_stop():
+    """Anthropic answers 400 to a stop sequence of only whitespace; the gateway says so first,
+    naming the entry, and leaves out empty strings, which stop nothing."""
+    kept = openai_request_to_anthropic(_openai("Hi", stop=["END", ""]))
+    assert kept["stop_sequences"] == ["END"]
+    assert "stop_sequences" not in openai_request_to_anthropic(_openai("Hi", stop=""))
+    error = _refused(openai_request_to_anthropic, _openai("Hi", stop=["END", "\n"]))
+    assert error.param == "stop[1]" and "whitespace" in str(error)
+    assert _refused(openai_request_to_anthropic, _openai("Hi", stop=" ")).param == "stop"
