@@ -427,7 +427,10 @@ class ModelConfig(Stored):
     max_output_tokens: int | None = Field(
         default=None,
         gt=0,
-        description="Output tokens assumed when a request sets no max_tokens.",
+        description=(
+            "Output tokens assumed when a request sets no max_tokens (budget reservations), and "
+            "the `max_tokens` sent to an Anthropic upstream for such a request (else 4096)."
+        ),
     )
 
 

@@ -115,6 +115,9 @@ class Job:
     # calls made on the way that used tokens (context-overflow summaries): paid for upstream
     # however the request ends, answered, failed or abandoned by its client
     spent: list[Overhead] = field(default_factory=list)
+    # the catalog: an upstream that requires an output limit the client did not set (Anthropic)
+    # gets the model's `max_output_tokens`
+    models: Mapping[str, CatalogModel] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -173,7 +176,9 @@ class AttemptRunner:
             try:
                 provider = self.providers.get(attempt.target.provider)
                 bridge = bridge_for(job.endpoint, provider.native)
-                body = bridge.request(job.body, attempt.target.upstream_model)
+                catalog = job.models.get(attempt.model)
+                limit = catalog.max_output_tokens if catalog is not None else None
+                body = bridge.request(job.body, attempt.target.upstream_model, limit)
             except GatewayError as error:
                 # this target cannot serve the endpoint, or its format cannot carry the request:
                 # the next one may (when none can, the client gets this error, a 400 say)

@@ -49,6 +49,8 @@ from concord.translate.streams import AnthropicToOpenAIStream, OpenAIToAnthropic
 from concord.translate.usage import StreamUsageMeter, Usage, usage_from_anthropic, usage_from_openai
 
 JSON = dict[str, Any]
+# Anthropic's `max_tokens` for a client that set no limit, when the catalog names none either
+DEFAULT_OUTPUT_LIMIT = 4096
 _DONE = b"data: [DONE]\n\n"
 _DONE_EVENT = SSEEvent(data="[DONE]")
 
@@ -72,11 +74,13 @@ class Bridge:
     def upstream_wire(self) -> str:
         return "anthropic" if self.upstream == "messages" else "openai"
 
-    def request(self, body: JSON, upstream_model: str) -> JSON:
+    def request(self, body: JSON, upstream_model: str, output_limit: int | None = None) -> JSON:
         """The upstream body: the client's, translated if needed, with the upstream model.
-        Content the upstream's format cannot carry is a 400 naming it, never dropped."""
+        Content the upstream's format cannot carry is a 400 naming it, never dropped.
+        `output_limit`: the catalog model's `max_output_tokens`, for an upstream that requires
+        a limit the client did not set (Anthropic's `max_tokens`)."""
         try:
-            out = self._translated(body)
+            out = self._translated(body, output_limit or DEFAULT_OUTPUT_LIMIT)
         except Untranslatable as exc:
             raise InvalidRequest(str(exc), param=exc.param) from None
         out["model"] = upstream_model
@@ -88,16 +92,18 @@ class Bridge:
                 out["stream_options"] = GatewayStreamOptions(include_usage=True)
         return out
 
-    def _translated(self, body: JSON) -> JSON:
+    def _translated(self, body: JSON, output_limit: int) -> JSON:
         client, upstream = self.client, self.upstream
         if client == upstream:
             return dict(body)
         if client == "messages":
             return anthropic_request_to_openai(body)
         if client == "chat":
-            return openai_request_to_anthropic(body)
+            return openai_request_to_anthropic(body, default_max_tokens=output_limit)
         out = completion_request_to_chat(body)  # completions
-        return openai_request_to_anthropic(out) if upstream == "messages" else out
+        if upstream == "messages":
+            return openai_request_to_anthropic(out, default_max_tokens=output_limit)
+        return out
 
     def usage(self, upstream_body: JSON) -> Usage:
         if self.upstream == "messages":

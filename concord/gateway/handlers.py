@@ -258,6 +258,7 @@ async def handle(state: GatewayState, request: Request, endpoint: Endpoint) -> R
             decision=decision,
             deadline=call.started + graph.server.request_timeout,
             stream=ctx.stream and endpoint != "embeddings",
+            models=graph.models,
         )
         call.spent = job.spent
         served = call.served = await _unless_client_leaves(request, state.attempts.run(job))

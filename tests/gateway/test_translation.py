@@ -443,3 +443,20 @@ async def test_an_openai_client_sending_temperature_and_top_p_reaches_claude_wit
     await client.chat.completions.create(model="claude", messages=hello, temperature=1, top_p=0.3)
     sent = upstream.requests[-1].json
     assert sent["top_p"] == 0.3 and "temperature" not in sent
+
+
+async def test_an_openai_request_without_a_limit_gets_the_catalogs_for_claude(
+    make_gateway: MakeGateway, upstream: FakeUpstream
+) -> None:
+    """Anthropic requires `max_tokens`: an OpenAI client that sets none gets the catalog's
+    `max_output_tokens` for the model (the figure budgets reserve too), else 4096."""
+    gw = make_gateway(
+        providers(upstream)
+        + "  claude-capped: {targets: [ant/claude-x], max_output_tokens: 1234}\n"
+    )
+    messages = [{"role": "user", "content": "Hi"}]
+    for model in ("claude-capped", "claude"):
+        await gw.openai().chat.completions.create(model=model, messages=messages)
+    await gw.openai().chat.completions.create(model="claude", messages=messages, max_tokens=7)
+    sent = [request.json["max_tokens"] for request in upstream.requests_to("/v1/messages")]
+    assert sent == [1234, 4096, 7]
