@@ -67,6 +67,9 @@ class OpenAIToAnthropicStream:
         self._block_kind: str | None = None  # "text" or "tool:<openai index>"
         self._next_block = 0
         self._tool_blocks: dict[int, int] = {}  # OpenAI tool_call index -> block index
+        # tool calls after the first, held whole until the stream ends: OpenAI may interleave
+        # the arguments of parallel calls, Anthropic's blocks follow one another
+        self._pending: dict[int, JSON] = {}
         self._finish_reason: str | None = None
         self._saw_usage = False
         self._refused = False  # the model declined (OpenAI's `refusal` text)
@@ -108,6 +111,7 @@ class OpenAIToAnthropicStream:
         self._finished = True
         out = self._start({})
         out += self._close_block()
+        out += self._flush_pending()
         stop = anthropic_stop_reason(self._finish_reason, refused=self._refused)
         usage: JSON = {"output_tokens": self.usage.output_tokens}
         if self._saw_usage:  # cumulative totals, as Anthropic's own message_delta carries them
@@ -165,24 +169,49 @@ class OpenAIToAnthropicStream:
         return [*out, self._delta(self._block, {"type": "text_delta", "text": text})]
 
     def _tool_call(self, call: JSON) -> list[SSEEvent]:
+        """The first tool call streams as it comes; later ones are held (`_pending`) and sent
+        whole at the end, so no argument ever arrives for a block already closed."""
         position = call.get("index", 0)
         function = call.get("function") or {}
+        arguments = function.get("arguments")
         out: list[SSEEvent] = []
         if position not in self._tool_blocks:
-            block = {
-                "type": "tool_use",
-                "id": call.get("id") or f"toolu_{position}",
-                "name": function.get("name") or "",
-                "input": {},
-            }
-            out = self._open(f"tool:{position}", block)
+            if self._tool_blocks or position in self._pending:
+                held = self._pending.setdefault(position, _tool_block(call, position))
+                held["name"] = held["name"] or function.get("name") or ""
+                held["arguments"] = held.get("arguments", "") + (arguments or "")
+                return []
+            out = self._open(f"tool:{position}", _tool_block(call, position))
             assert self._block is not None
             self._tool_blocks[position] = self._block
-        arguments = function.get("arguments")
         if arguments:
             index = self._tool_blocks[position]
             out.append(self._delta(index, {"type": "input_json_delta", "partial_json": arguments}))
         return out
+
+    def _flush_pending(self) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        for position in sorted(self._pending):
+            held = self._pending[position]
+            arguments = held.pop("arguments", "")
+            out += self._open(f"tool:{position}", held)
+            assert self._block is not None
+            if arguments:
+                delta = {"type": "input_json_delta", "partial_json": arguments}
+                out.append(self._delta(self._block, delta))
+            out += self._close_block()
+        self._pending.clear()
+        return out
+
+
+def _tool_block(call: JSON, position: int) -> JSON:
+    function = call.get("function") or {}
+    return {
+        "type": "tool_use",
+        "id": call.get("id") or f"toolu_{position}",
+        "name": function.get("name") or "",
+        "input": {},
+    }
 
 
 class AnthropicToOpenAIStream:

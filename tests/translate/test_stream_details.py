@@ -277,3 +277,40 @@ def test_an_error_event_keeps_its_kind_for_anthropic_clients(
     out = run(OpenAIToAnthropicStream("m"), events)
     last = json.loads(out[-1].data)
     assert last["type"] == "error" and last["error"]["type"] == anthropic_type
+
+
+def test_interleaved_parallel_tool_calls_reach_anthropic_clients_block_after_block() -> None:
+    """OpenAI may send the arguments of parallel calls interleaved; Anthropic's content blocks
+    come one after another, every delta to the block open at the time."""
+
+    def call(index: int, **fields: object) -> dict[str, object]:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": index, **fields}]}}]}
+
+    def named(index: int, name: str) -> dict[str, object]:
+        return call(index, id=f"call_{index}", type="function", function={"name": name})
+
+    chunks = [
+        named(0, "weather"),
+        named(1, "time"),
+        call(0, function={"arguments": '{"city": '}),
+        call(1, function={"arguments": '{"zone": "UTC"}'}),
+        call(0, function={"arguments": '"Paris"}'}),
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    events = [SSEEvent(data=json.dumps({"id": "c", "model": "m", **c})) for c in chunks]
+    out = run(OpenAIToAnthropicStream("m"), events)
+    open_block: int | None = None
+    for event in out:
+        payload = json.loads(event.data)
+        if payload["type"] == "content_block_start":
+            assert open_block is None
+            open_block = payload["index"]
+        elif payload["type"] == "content_block_delta":
+            assert payload["index"] == open_block
+        elif payload["type"] == "content_block_stop":
+            assert payload["index"] == open_block
+            open_block = None
+    message = accumulate_anthropic(out)
+    calls = [(block.name, block.input) for block in message.content]
+    assert calls == [("weather", {"city": "Paris"}), ("time", {"zone": "UTC"})]
+    assert message.stop_reason == "tool_use"
