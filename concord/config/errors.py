@@ -23,14 +23,15 @@ Path = tuple[PathPart, ...]
 
 @dataclass(frozen=True, slots=True, order=True)
 class Location:
-    """A position in a source file; line and column are 1-based like editors show them."""
+    """A position in a source file; line and column are 1-based like editors show them. Line 0:
+    the file as a whole (it cannot be read, say), shown by its name alone, as compilers do."""
 
     file: str
     line: int = 0
     col: int = 0
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{self.file}:{self.line}:{self.col}" if self.line else self.file
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,7 @@ def test_unreadable_files_exit_2(write_yaml: WriteYaml, capsys: pytest.CaptureFi
         "concord.yaml: 2 errors",
         "broken.yaml:2:10: <root>: YAML syntax error: mapping values are not allowed here",
         "broken.yaml: unreadable",
-        "missing.yaml:0:0: <root>: cannot read: no such file",
+        "missing.yaml: <root>: cannot read: no such file",
         "missing.yaml: unreadable",
     ]
 
