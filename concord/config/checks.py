@@ -475,14 +475,27 @@ def check_route_actions(r: _Report) -> None:
 def check_shadowed_routes(r: _Report) -> None:
     """Warn about a route no request can reach, naming the first earlier route that covers it.
 
-    An earlier route covers a later one (SPEC §2.4: first match wins) when every condition of
-    its `when` appears verbatim in the later route's: sound, not complete. An empty `when`
-    covers everything after it. The earlier routes are indexed by their set of conditions, so
-    a config of 10,000 routes is checked in a moment rather than pair by pair."""
+    An earlier route covers a later one (SPEC §2.4: first match wins) when each of its
+    conditions admits everything the later route's condition on the same field admits: the
+    same condition, a glob or list holding the later value (`gpt-*` covers `gpt-4o`), a range
+    holding the later one (`gt: 100` covers `gt: 200`), `exists: true`. Sound, not complete. An
+    empty `when` covers everything after it. Identical condition sets are found through an
+    index; the looser comparisons look at the earlier routes that have a loose condition, up to
+    `SHADOW_CHECK_BUDGET` comparisons a config, so 10,000 routes take a second, not minutes."""
     first_with: dict[frozenset[tuple[str, str]], int] = {}  # conditions -> first such route
+    loose: list[tuple[int, _Shape]] = []  # earlier routes with a condition looser than `==`
+    budget = SHADOW_CHECK_BUDGET
     for i, route in enumerate(r.config.routes):
         conditions = _conditions_of(route)
         covering = _first_covering(conditions, first_with)
+        shape = _Shape.of(route)
+        for j, earlier in loose:
+            if (covering is not None and j >= covering) or budget <= 0:
+                break
+            budget -= 1
+            if earlier.covers(shape):
+                covering = j
+                break
         if covering is not None:
             r.warning(
                 ("routes", i),
@@ -491,6 +504,133 @@ def check_shadowed_routes(r: _Report) -> None:
                 code="shadowed_route",
             )
         first_with.setdefault(conditions, i)
+        if shape.loose:
+            loose.append((i, shape))
+
+
+# Comparisons of route pairs the shadowed-route check may make beyond its index.
+SHADOW_CHECK_BUDGET = 250_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A route's `when` for the shadowed-route check: per field, the set of values it admits."""
+
+    fields: dict[str, Any]
+    texts: dict[str, str]  # each condition in canonical text
+    keys: frozenset[str]
+    loose: bool  # some condition admits more than one value
+
+    @classmethod
+    def of(cls, route: Route) -> _Shape:
+        when = route.when or {}
+        fields = {key: _admitted(key, value) for key, value in when.items()}
+        texts = {key: _canonical(value) for key, value in when.items()}
+        loose = any(admits is not None and admits[0] != "exact" for admits in fields.values())
+        return cls(fields, texts, frozenset(fields), loose)
+
+    def covers(self, later: _Shape) -> bool:
+        if not self.keys <= later.keys:
+            return False
+        return all(
+            text == later.texts[key] or _covers(self.fields[key], later.fields[key])
+            for key, text in self.texts.items()
+        )
+
+
+def _admitted(key: str, value: Any) -> Any:
+    """What a condition admits: ("exact", text) for one value, ("one_of", values) for a value,
+    glob or list, ("range", low, low_closed, high, high_closed), ("exists",), or None when only
+    an identical condition is known to admit the same (tags, any, not, regex...)."""
+    if key in ("tags", "any", "not"):
+        return None
+    if isinstance(value, list) or (isinstance(value, str) and "*" in value):
+        values = value if isinstance(value, list) else [value]
+        return ("one_of", tuple(values)) if all(_plain(v) for v in values) else None
+    if isinstance(value, Mapping):
+        if set(value) == {"in"} and isinstance(value["in"], list):
+            return _admitted(key, value["in"])
+        if set(value) == {"exists"} and value["exists"] is True:
+            return ("exists",)
+        if value and set(value) <= {"gt", "gte", "lt", "lte"}:
+            return _range(value)
+        return None
+    return ("exact", _canonical(value)) if _plain(value) else None
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _range(ops: Mapping[str, Any]) -> Any:
+    low, low_closed, high, high_closed = float("-inf"), False, float("inf"), False
+    for op, bound in ops.items():
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            return None
+        if op in ("gt", "gte") and (bound > low or (bound == low and op == "gt")):
+            low, low_closed = bound, op == "gte"
+        elif op in ("lt", "lte") and (bound < high or (bound == high and op == "lt")):
+            high, high_closed = bound, op == "lte"
+    return ("range", low, low_closed, high, high_closed)
+
+
+def _covers(mine: Any, theirs: Any) -> bool:
+    """Whether every value condition `theirs` admits, `mine` admits too (None: unknown)."""
+    if mine is None or theirs is None:
+        return False
+    kind = mine[0]
+    if kind == "exists":
+        return (
+            theirs[0] in ("range", "exists")
+            or (theirs[0] == "one_of" and None not in theirs[1])
+            or (theirs[0] == "exact" and theirs[1] != "null")
+        )
+    if theirs[0] == "exists":
+        return False
+    if kind == "range":
+        if theirs[0] == "range":
+            return _below(mine[1], mine[2], theirs[1], theirs[2]) and _below(
+                theirs[3], theirs[4], mine[3], mine[4]
+            )
+        values = _values(theirs)
+        return values is not None and all(_in_range(mine, value) for value in values)
+    values = _values(theirs)
+    if values is None or theirs[0] == "range":
+        return False
+    accepted = [json.loads(mine[1])] if kind == "exact" else list(mine[1])
+    return all(any(_admits(pattern, value) for pattern in accepted) for value in values)
+
+
+def _values(admits: Any) -> list[Any] | None:
+    if admits[0] == "exact":
+        return [json.loads(admits[1])]
+    if admits[0] == "one_of":
+        return list(admits[1])
+    return None
+
+
+def _admits(pattern: Any, value: Any) -> bool:
+    """One accepted value or glob against one admitted value or glob."""
+    if isinstance(pattern, str) and "*" in pattern:
+        if isinstance(value, str) and "*" in value:  # a glob within a glob: prefix ones only
+            prefix = pattern[:-1]
+            return pattern.count("*") == 1 and pattern.endswith("*") and value.startswith(prefix)
+        return isinstance(value, str) and _glob_matches(pattern, value)
+    return _canonical(pattern) == _canonical(value)
+
+
+def _below(low: float, low_closed: bool, other: float, other_closed: bool) -> bool:
+    """Whether a bound (`low`) starts no later than `other`, as lower bounds."""
+    return low < other or (low == other and (low_closed or not other_closed))
+
+
+def _in_range(admits: Any, value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    _, low, low_closed, high, high_closed = admits
+    above = value > low or (low_closed and value == low)
+    below = value < high or (high_closed and value == high)
+    return above and below
 
 
 def _conditions_of(route: Route) -> frozenset[tuple[str, str]]:

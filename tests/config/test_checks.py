@@ -269,6 +269,38 @@ CASES = [
         ],
         id="shadowed-by-broader-when",
     ),
+    pytest.param(
+        """
+        routes:
+          - {name: gpt-family, when: {model: "gpt-*"}, use: gpt-4o}
+          - {name: gpt-acme, when: {model: gpt-4o, workspace: acme}, use: claude}
+          - {name: gpt-4-family, when: {model: "gpt-4*"}, use: claude}
+          - {name: claude-acme, when: {model: claude, workspace: acme}, use: claude}
+          - {name: two-teams, when: {workspace: [red, blue]}, use: gpt-4o}
+          - {name: red, when: {workspace: {in: [red]}, stream: true}, use: claude}
+          - {name: long, when: {max_tokens: {gt: 100}}, use: claude}
+          - {name: longer, when: {max_tokens: {gte: 200, lt: 500}}, use: gpt-4o}
+          - {name: exactly-150, when: {max_tokens: 150}, use: gpt-4o}
+          - {name: shorter, when: {max_tokens: {gt: 50}}, use: gpt-4o}
+          - {name: any-user, when: {user: {exists: true}}, use: gpt-4o}
+          - {name: alice, when: {user: alice}, use: claude}
+        """,
+        [
+            f"{F}:4:5: warning: routes[1]: route 'gpt-acme' can never match: the earlier route"
+            " 'gpt-family' matches all its requests",
+            f"{F}:5:5: warning: routes[2]: route 'gpt-4-family' can never match: the earlier"
+            " route 'gpt-family' matches all its requests",
+            f"{F}:8:5: warning: routes[5]: route 'red' can never match: the earlier route"
+            " 'two-teams' matches all its requests",
+            f"{F}:10:5: warning: routes[7]: route 'longer' can never match: the earlier route"
+            " 'long' matches all its requests",
+            f"{F}:11:5: warning: routes[8]: route 'exactly-150' can never match: the earlier"
+            " route 'long' matches all its requests",
+            f"{F}:14:5: warning: routes[11]: route 'alice' can never match: the earlier route"
+            " 'any-user' matches all its requests",
+        ],
+        id="shadowed-by-a-glob-list-range-or-exists",
+    ),
     # 9. regexes
     pytest.param(
         """
