@@ -190,6 +190,8 @@ class _Explainer:
         key: bool = False,
     ) -> Diagnostic:
         loc = self.source.key_where(path) if key else self.source.where(path)
+        if code == "type" and hint is None and path in self.source.quoted_variables:
+            hint = "in quotes a variable stays text: write it unquoted to read a number or bool"
         return Diagnostic("error", loc, dotted(path), message, hint, code)
 
     # --- anyOf / oneOf: report the branch the value was aiming at ----------------------------

@@ -62,6 +62,9 @@ class Source:
     spans: dict[TreePath, tuple[Location, Location | None]] = field(default_factory=dict)
     root: str = "<config>"
     keyless_providers: frozenset[str] = frozenset()  # declared api_keys, all empty (SPEC §2.1)
+    # where a quoted `"${VAR}"` expanded to a number or true/false, which stays text: a type
+    # error there says to drop the quotes
+    quoted_variables: frozenset[TreePath] = frozenset()
     # The values `${VAR}` expanded to, by name: a diagnostic quoting one shows the reference
     # instead (a key expanded into the wrong field must not be printed: SPEC §2.1)
     expanded: dict[str, str] = field(default_factory=dict)
@@ -100,6 +103,7 @@ def read_source(path: str | Path, env: Mapping[str, str] | None = None) -> Sourc
         spans=spans,
         root=shown,
         keyless_providers=frozenset(reader.keyless_providers),
+        quoted_variables=frozenset(reader.quoted_variables),
         expanded=reader.expanded,
     )
 
@@ -153,6 +157,7 @@ class _Reader:
         self.files: list[str] = []
         self.diagnostics: list[Diagnostic] = []
         self.keyless_providers: set[str] = set()
+        self.quoted_variables: set[TreePath] = set()
         self.expanded: dict[str, str] = {}  # ${VAR} name -> the value it expanded to
         self._loaded: dict[str, Location] = {}  # realpath -> where it was first included
         self._cwd = os.getcwd()
@@ -617,11 +622,14 @@ class _Expander:
             )
         return text, missing
 
-    @staticmethod
-    def _retype(node: _Node, text: str, path: TreePath) -> Any:
+    def _retype(self, node: _Node, text: str, path: TreePath) -> Any:
         """`port: ${PORT}` unquoted reads like the number it expands to, as if written inline."""
         whole = _VAR.fullmatch(node.value)
-        if not node.plain or whole is None or whole.group("name") is None or is_secret_path(path):
+        if whole is None or whole.group("name") is None or is_secret_path(path):
+            return text
+        if not node.plain:
+            if _INT.match(text) or _FLOAT.match(text) or text.lower() in _BOOLS:
+                self.reader.quoted_variables.add(path)
             return text
         if _INT.match(text):
             return int(text)

@@ -180,3 +180,13 @@ def test_write_schema_file_writes_the_schema_text(tmp_path: Path) -> None:
     target = write_schema_file(tmp_path / "out" / "schema.json")
     assert target.read_text(encoding="utf-8") == schema_text()
     assert schema_text().endswith("}\n")
+
+
+def test_a_quoted_variable_where_a_number_belongs_says_to_drop_the_quotes(
+    write_yaml: WriteYaml,
+) -> None:
+    text = VALID + 'server:\n  port: "${PORT:-8081}"\n'
+    assert rendered(write_yaml, text) == [
+        "concord.yaml:7:9: server.port: expected an integer, got '8081' (in quotes a variable "
+        "stays text: write it unquoted to read a number or bool)"
+    ]
