@@ -187,6 +187,7 @@ def _params(d: Decision) -> str:
     parts = []
     if d.params.set:
         parts.append(f"set {render_value(dict(d.params.set))}")
-    if d.params.max:
-        parts.append(f"max {render_value(dict(d.params.max))}")
+    if d.params.max:  # caps are read as numbers: 1024 is written back as 1024, not 1024.0
+        caps = {k: int(v) if float(v).is_integer() else v for k, v in d.params.max.items()}
+        parts.append(f"max {render_value(caps)}")
     return ", ".join(parts) or "none"

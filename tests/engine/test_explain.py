@@ -72,3 +72,15 @@ def test_render_rejection() -> None:
     text = render(graph.explain(ctx), graph, ctx)
     assert "route: no" in text and "rejected: 451 not here" in text
     assert "attempts" not in text
+
+
+def test_render_shows_route_params_as_written() -> None:
+    route = {
+        "name": "capped",
+        "use": "fast",
+        "params": {"set": {"temperature": 0}, "max": {"max_tokens": 1024, "top_p": 0.5}},
+    }
+    graph = build(routes=[route])
+    ctx = RequestContext("chat", "gpt-4o")
+    text = render(graph.explain(ctx), graph, ctx)
+    assert "params: set {temperature: 0}, max {max_tokens: 1024, top_p: 0.5}" in text
