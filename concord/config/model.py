@@ -555,7 +555,14 @@ class BudgetRule(Stored):
     model_config = ConfigDict(json_schema_extra=_DOWNGRADE_NEEDS_MODEL)
 
     name: Name
-    scope: Scope = "workspace"
+    scope: Scope = Field(
+        default="workspace",
+        description=(
+            "Who it counts against, each apart: a key (one issued through the admin API by its "
+            "id, so keys sharing a name count apart), a workspace, an end user, or everyone "
+            "together."
+        ),
+    )
     limit_usd: Money
     period: Period = "month"
     on_exceed: OnExceed = "block"
@@ -572,7 +579,14 @@ class RateLimit(Stored):
     )
 
     name: Name
-    per: Scope = "key"
+    per: Scope = Field(
+        default="key",
+        description=(
+            "Who it counts against, each apart: a key (one issued through the admin API by its "
+            "id, so keys sharing a name count apart), a workspace, an end user, or everyone "
+            "together."
+        ),
+    )
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     when: When | None = Field(default=None, json_schema_extra=COMPILED_WHEN)

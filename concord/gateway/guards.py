@@ -85,8 +85,8 @@ PLAN_MEMO_MAX = 4096
 
 _Rules = tuple[BudgetRule, ...]
 
-# (id of the decision's rule tuple, key, workspace, user)
-_PlanKey = tuple[int, str | None, str | None, str | None]
+# (id of the decision's rule tuple, key name, key id, workspace, user)
+_PlanKey = tuple[int, str | None, str | None, str | None, str | None]
 P = TypeVar("P")
 
 
@@ -410,7 +410,7 @@ def _no_budget(graph: Graph, workspace: str) -> BudgetRule | None:
 
 
 def principal_ids(ctx: RequestContext) -> Mapping[str, str | None]:
-    return {"key": ctx.key, "workspace": ctx.workspace, "user": ctx.user}
+    return {"key": ctx.key_ident, "workspace": ctx.workspace, "user": ctx.user}
 
 
 def _per_principal(
@@ -421,7 +421,7 @@ def _per_principal(
 ) -> P:
     """`build(rules, principal ids)`, remembered per rule tuple and principal; the entry holds
     the tuple itself, so a reused id of a tuple since dropped can never match."""
-    key = (id(rules), ctx.key, ctx.workspace, ctx.user)
+    key = (id(rules), ctx.key, ctx.key_id, ctx.workspace, ctx.user)
     found = memo.get(key)
     if found is not None and found[0] is rules:
         return found[1]

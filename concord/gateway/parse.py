@@ -154,6 +154,7 @@ def build_context(
         stream=body.get("stream") is True,
         tools=bool(body.get("tools") or body.get("functions")),
         images=_has_images(body.get("messages")),
+        key_id=principal.key_id,
     )
 
 

@@ -26,7 +26,12 @@ GROUP_COLUMNS: Mapping[str, Any] = {
 SpendScope = Literal["workspace", "key", "user", "global"]
 _SCOPE_COLUMNS: Mapping[str, Any] = {
     "workspace": usage.c.workspace,
-    "key": usage.c.key_name,
+    # per-key budgets count a key as the gateway does (`RequestContext.key_ident`): a database
+    # key by its id, names repeating across workspaces; a declared key by its unique name
+    "key": sa.case(
+        (usage.c.key_id.is_not(None), sa.literal("id:") + usage.c.key_id),
+        else_=usage.c.key_name,
+    ),
     "user": usage.c.user,
 }
 DEFAULT_WINDOW = timedelta(hours=24)
