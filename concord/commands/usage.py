@@ -50,5 +50,7 @@ async def _usage(args: argparse.Namespace) -> int:
         return 0
     print(f"Usage from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
     columns = [(name, name.upper()) for name in group_by] + _TOTAL_COLUMNS
+    if "key" in group_by:  # the id tells apart keys of one name in different workspaces
+        columns.insert(group_by.index("key") + 1, ("key_id", "KEY ID"))
     print_table(rows, columns)
     return 0

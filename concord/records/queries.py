@@ -170,6 +170,8 @@ class UsageQueries:
         """Totals per group in `[start, end)`, costliest first (SPEC §5 GET /_admin/usage)."""
         fields = parse_group_by(list(group_by))
         groups = [GROUP_COLUMNS[name].label(f"g_{name}") for name in fields]
+        if "key" in fields:  # keys are named per workspace: two named alike stay two rows
+            groups.append(usage.c.key_id.label("g_key_id"))
         query = (
             sa.select(*groups, *_totals())
             .where(usage.c.ts >= start, usage.c.ts < end)
@@ -183,6 +185,8 @@ class UsageQueries:
             if not fields and not row["requests"]:
                 continue  # an empty window has no groups, not one group of zeros
             entry: dict[str, Any] = {name: row[f"g_{name}"] for name in fields}
+            if "key" in fields:
+                entry["key_id"] = row["g_key_id"]  # an issued key's id; None for a declared one
             entry.update(_totals_of(row))
             report.append(entry)
         return report

@@ -93,3 +93,19 @@ async def test_keys_with_one_name_each_have_their_own_budget_across_a_restart(
     restarted = await start()  # the spend of each key is rebuilt from the usage log
     assert await chat(restarted, acme) == 429
     assert await chat(restarted, globex) == 200
+
+
+async def test_usage_by_key_keeps_keys_of_one_name_apart(start: Start) -> None:
+    http = await start()
+    acme, globex = await issue(http, "acme", "ci"), await issue(http, "globex", "ci")
+    for key, times in ((acme, 2), (globex, 1)):
+        for _ in range(times):
+            assert await chat(http, key) == 200
+    response = await http.get(
+        "/_admin/usage",
+        params={"group_by": "key", "last_hours": 1},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    rows = response.json()["data"]
+    assert sorted((r["key"], r["requests"]) for r in rows) == [("ci", 1), ("ci", 2)]
+    assert len({r["key_id"] for r in rows}) == 2
