@@ -271,6 +271,17 @@ class Records:
             await asyncio.sleep(WORKSPACES_REFRESH)
             with contextlib.suppress(Exception):
                 await self.directory.refresh()
+            with contextlib.suppress(Exception):
+                await self._reseed_if_lost()
+
+    async def _reseed_if_lost(self) -> None:
+        """SPEC §2.6: a Redis flushed, or evicting keys, while the gateway runs answers without
+        an error, so no outage tells that its budget counters went: the mark set at seeding did
+        too. Rebuild them from the usage log, as after an outage."""
+        if self.keeper is None or await self.keeper.backend.seeded():
+            return
+        log.warning("the state backend lost its budget counters; rebuilding them from usage")
+        await self._seed_budgets(self._current_graph())
 
     async def _seed_budgets(self, graph: Graph) -> None:
         """SPEC §2.6: this period's spend from the usage log into the state backend, which may
@@ -284,6 +295,7 @@ class Records:
         except StateUnavailable:
             log.warning("state backend unreachable: budgets are rebuilt when it returns")
             return
+        await self.keeper.backend.mark_seeded()
         if seeded:
             log.info("rebuilt %d budget counters from the usage log", seeded)
 

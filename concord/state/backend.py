@@ -222,6 +222,16 @@ class StateBackend(Protocol):
         """True when the backing store answers now (readiness probe)."""
         ...
 
+    async def seeded(self) -> bool:
+        """False when the budget counters seeded from the usage log may be gone: a Redis that
+        was flushed, or evicted its keys, while the gateway ran (SPEC §2.6). True when the store
+        cannot say, or cannot lose them (memory)."""
+        ...
+
+    async def mark_seeded(self) -> None:
+        """Note that the budget counters were just seeded from the usage log."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

@@ -340,6 +340,12 @@ class MemoryState:
     async def ping(self) -> bool:
         return True
 
+    async def seeded(self) -> bool:
+        return True  # nothing outside the process can take its counters away
+
+    async def mark_seeded(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

@@ -440,6 +440,14 @@ class RedisState:
         except StateUnavailable:
             return False
 
+    async def seeded(self) -> bool:
+        """Whether the mark set when budgets were seeded is still there: FLUSHDB, FLUSHALL or an
+        eviction that took budget counters most likely took it too (it has no TTL either)."""
+        return bool(await self._call("EXISTS", self._key("", SEEDED)))
+
+    async def mark_seeded(self) -> None:
+        await self._call("SET", self._key("", SEEDED), "1")
+
     async def close(self) -> None:
         await self._pipe.close()
 
@@ -447,4 +455,5 @@ class RedisState:
         return f"{self.key_prefix}{kind}{key}"
 
 
+SEEDED = "budgets-seeded"  # the mark `mark_seeded` sets, under the key prefix
 _NOTHING_TAKEN = RateVerdict(True)  # admitted by the rate limits without charging a bucket

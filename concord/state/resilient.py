@@ -19,6 +19,7 @@ requests keep being served").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -376,6 +377,20 @@ class ResilientState:
             return True
         self._mark_down(StateUnavailable("state backend did not answer a ping"))
         return False
+
+    async def seeded(self) -> bool:
+        """The primary's answer; True while it is down (its recovery reseeds the budgets)."""
+        if not self.healthy:
+            return True
+        try:
+            return await self.primary.seeded()
+        except StateUnavailable as exc:
+            self._mark_down(exc)
+            return True
+
+    async def mark_seeded(self) -> None:
+        with contextlib.suppress(StateUnavailable):
+            await self.primary.mark_seeded()
 
     async def close(self) -> None:
         if self._flush_task is not None and not self._flush_task.done():

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from concord.gateway import records_component
 from concord.gateway.app import create_app
 from concord.gateway.records_component import Records
 from tests.gateway.conftest import CLIENT_KEY
@@ -173,3 +174,27 @@ async def test_readyz_and_the_metric_say_when_redis_is_gone(
 
 async def _ready_status(gw: Running) -> str:
     return str((await gw.http.get("/readyz")).json()["status"])
+
+
+async def test_a_budget_survives_redis_being_flushed_while_the_gateway_runs(
+    start: Start, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLUSHDB (or an eviction) answers no error, so no outage is seen: the gateway notices the
+    budget counters went, by the mark seeding left, and rebuilds them from the usage log."""
+    monkeypatch.setattr(records_component, "WORKSPACES_REFRESH", 0.05)
+    prefix = f"concord-test:{uuid.uuid4().hex}:"
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        gw = await start(f"{redis_url}?key_prefix={prefix}")
+        while await gw.status() == 200:
+            pass
+        await gw.records_written()
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        await client.delete(*keys)  # as FLUSHDB would, for this gateway's keys
+        await asyncio.sleep(0.5)  # a few checks of the mark
+        assert [await gw.status() for _ in range(4)] == [429] * 4
+    finally:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
