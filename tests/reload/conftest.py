@@ -111,6 +111,12 @@ class Server:
         response.raise_for_status()
         return response.json()  # type: ignore[no-any-return]
 
+    def workers_started(self) -> int:
+        """Worker processes that finished starting (uvicorn's own line; `log_level="info"`),
+        replacements included. Sampling connections cannot count them: the kernel may hand
+        every new connection to one worker for seconds on end."""
+        return self.log.read_text().count("Application startup complete.")
+
     def workers_serving(self) -> int:
         """Workers answering 20 fresh connections, told apart by when they loaded the config."""
         fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection: any worker may answer

@@ -337,10 +337,10 @@ def test_a_worker_replaced_while_the_file_is_invalid_waits_for_a_valid_one(
 ) -> None:
     """A worker that dies after a bad edit is replaced by one that waits for a valid file
     instead of exiting, being replaced, and exiting again; the other worker serves meanwhile."""
-    server = serve(workers=2)
+    server = serve(workers=2, log_level="info")
     supervisor = server.process.pid
     # both have read the file: one still starting would read the bad edit below as well
-    assert eventually(lambda: server.workers_serving() == 2, timeout=45)
+    assert eventually(lambda: server.workers_started() == 2, timeout=45)
     write_atomic(server.config, "version: 1\nproviders: [unclosed\n")
     victim = min(_children(supervisor))
     os.kill(victim, signal.SIGKILL)
@@ -354,7 +354,7 @@ def test_a_worker_replaced_while_the_file_is_invalid_waits_for_a_valid_one(
     assert server.log.read_text().count(waiting) == 1
 
     write_atomic(server.config, gateway_yaml(server.port, "", use="beta"))  # fixed
-    assert eventually(lambda: server.workers_serving() == 2, timeout=45)
+    assert eventually(lambda: server.workers_started() == 3, timeout=45)  # the waiting one too
     assert _children(supervisor) == workers
     assert server.process.poll() is None
 
@@ -371,12 +371,15 @@ def test_with_workers_a_stopping_server_refuses_new_connections_while_streams_fi
         port = free_port()
         config = tmp_path / "concord.yaml"
         config.write_text(slow_model_yaml(port, upstream), encoding="utf-8")
-        server = serve(config=config, port=port, workers=2)
+        server = serve(config=config, port=port, workers=2, log_level="info")
         # both serving: one still starting when SIGTERM comes would serve a moment after it
-        assert eventually(lambda: server.workers_serving() == 2, timeout=45)
+        assert eventually(lambda: server.workers_started() == 2, timeout=45)
+        time.sleep(0.2)  # and listening: the socket is taken right after that line
         reader, received = stream_in_background(server.url)
         server.signal(signal.SIGTERM)
-        time.sleep(0.5)  # the workers have begun to drain
+        # the workers have begun to drain: each has closed its copy of the listening socket
+        assert eventually(lambda: server.log.read_text().count("Shutting down") == 2, timeout=10)
+        time.sleep(0.2)
         started = time.monotonic()
         with pytest.raises(httpx.ConnectError):
             httpx.get(server.url + "/healthz", timeout=5)
