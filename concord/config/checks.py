@@ -486,9 +486,9 @@ def check_shadowed_routes(r: _Report) -> None:
     loose: list[tuple[int, _Shape]] = []  # earlier routes with a condition looser than `==`
     budget = SHADOW_CHECK_BUDGET
     for i, route in enumerate(r.config.routes):
-        conditions = _conditions_of(route)
-        covering = _first_covering(conditions, first_with)
         shape = _Shape.of(route)
+        conditions = frozenset(shape.texts.items())
+        covering = _first_covering(conditions, first_with)
         for j, earlier in loose:
             if (covering is not None and j >= covering) or budget <= 0:
                 break
@@ -517,7 +517,7 @@ class _Shape:
     """A route's `when` for the shadowed-route check: per field, the set of values it admits."""
 
     fields: dict[str, Any]
-    texts: dict[str, str]  # each condition in canonical text
+    texts: dict[str, str]  # each condition in one canonical text, which tells `true` from `1`
     keys: frozenset[str]
     loose: bool  # some condition admits more than one value
 
@@ -539,7 +539,7 @@ class _Shape:
 
 
 def _admitted(key: str, value: Any) -> Any:
-    """What a condition admits: ("exact", text) for one value, ("one_of", values) for a value,
+    """What a condition admits: ("exact", value) for one value, ("one_of", values) for a value,
     glob or list, ("range", low, low_closed, high, high_closed), ("exists",), or None when only
     an identical condition is known to admit the same (tags, any, not, regex...)."""
     if key in ("tags", "any", "not"):
@@ -555,7 +555,7 @@ def _admitted(key: str, value: Any) -> Any:
         if value and set(value) <= {"gt", "gte", "lt", "lte"}:
             return _range(value)
         return None
-    return ("exact", _canonical(value)) if _plain(value) else None
+    return ("exact", value) if _plain(value) else None
 
 
 def _plain(value: Any) -> bool:
@@ -583,7 +583,7 @@ def _covers(mine: Any, theirs: Any) -> bool:
         return (
             theirs[0] in ("range", "exists")
             or (theirs[0] == "one_of" and None not in theirs[1])
-            or (theirs[0] == "exact" and theirs[1] != "null")
+            or (theirs[0] == "exact" and theirs[1] is not None)
         )
     if theirs[0] == "exists":
         return False
@@ -597,13 +597,13 @@ def _covers(mine: Any, theirs: Any) -> bool:
     values = _values(theirs)
     if values is None or theirs[0] == "range":
         return False
-    accepted = [json.loads(mine[1])] if kind == "exact" else list(mine[1])
+    accepted = [mine[1]] if kind == "exact" else list(mine[1])
     return all(any(_admits(pattern, value) for pattern in accepted) for value in values)
 
 
 def _values(admits: Any) -> list[Any] | None:
     if admits[0] == "exact":
-        return [json.loads(admits[1])]
+        return [admits[1]]
     if admits[0] == "one_of":
         return list(admits[1])
     return None
@@ -631,12 +631,6 @@ def _in_range(admits: Any, value: Any) -> bool:
     above = value > low or (low_closed and value == low)
     below = value < high or (high_closed and value == high)
     return above and below
-
-
-def _conditions_of(route: Route) -> frozenset[tuple[str, str]]:
-    """A route's `when` as a set of (field, condition) with the condition in one canonical
-    text, which tells `true` from `1` (Python's == does not)."""
-    return frozenset((key, _canonical(value)) for key, value in (route.when or {}).items())
 
 
 def _canonical(value: Any) -> str:

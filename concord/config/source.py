@@ -239,11 +239,10 @@ class _Reader:
                     "include",
                 )
                 continue
-            if "$" in pattern:  # SPEC §2.1: `${VAR}` in any string, include paths too
-                pattern, complete = _Expander(self).expanded_text(item, ("include",))
-                if not complete:
-                    continue
-            pattern = os.path.expanduser(pattern)
+            expanded = _include_entry(self, item)
+            if expanded is None:
+                continue
+            pattern = os.path.expanduser(expanded)
             if not _GLOB_CHARS.intersection(pattern):
                 target = base / pattern
                 if not target.is_file():
@@ -311,14 +310,19 @@ def read_includes(path: str | Path, env: Mapping[str, str] | None = None) -> lis
     node = _Builder(reader, shown).build_top_level(reader._read_text(Path(path), shown), "include")
     if node is None:
         return []
-    entries = []
-    for item in _include_items(node):
-        if isinstance(item.value, str) and "$" in item.value:
-            text, complete = _Expander(reader).expanded_text(item, ("include",))
-            entries.append(text if complete else "")
-        else:
-            entries.append(item.value)
-    return [entry for entry in entries if isinstance(entry, str) and entry]
+    entries = [_include_entry(reader, item) for item in _include_items(node)]
+    return [entry for entry in entries if entry]
+
+
+def _include_entry(reader: _Reader, item: _Node) -> str | None:
+    """One `include` entry with `${VAR}` expanded (SPEC §2.1: in any string, include paths too);
+    None when it is no path or names a variable that is not set (reported to `reader`)."""
+    if not isinstance(item.value, str) or not item.value:
+        return None
+    if "$" not in item.value:
+        return item.value
+    text, complete = _Expander(reader).expanded_text(item, ("include",))
+    return text if complete else None
 
 
 def _include_items(node: _Node) -> list[_Node]:

@@ -39,20 +39,9 @@ class RequestContext:
     images: bool = False
     budget_used: float = 0.0
     # a database key's id (names are not unique across workspaces); None for a key the config
-    # declares, whose name is unique. Limits and budgets per key count against `key_ident`.
+    # declares, whose name is unique. Per-key limits and budgets count against the pair
+    # (`concord.state.principal.key_ident`).
     key_id: str | None = None
-
-    @property
-    def key_ident(self) -> str | None:
-        """Who per-key limits and budgets count against (SPEC §2.6, §2.7): a database key by
-        its id, a declared key by its name."""
-        return key_ident(self.key, self.key_id)
-
-
-def key_ident(name: str | None, key_id: str | None) -> str | None:
-    """A key's identity for state (`id:<id>` for a database key, else its declared name); the
-    usage log's rows give the same from their key_id and key_name columns."""
-    return f"id:{key_id}" if key_id else name
 
 
 @dataclass(slots=True, unsafe_hash=True)

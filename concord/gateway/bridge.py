@@ -33,6 +33,7 @@ from concord.providers.base import SSEEvent, UpstreamEndpoint
 from concord.providers.http import GatewayStreamOptions
 from concord.providers.sse import encode_event
 from concord.translate.anthropic_openai import (
+    DEFAULT_MAX_TOKENS,
     Untranslatable,
     anthropic_request_to_openai,
     anthropic_response_to_openai,
@@ -49,8 +50,6 @@ from concord.translate.streams import AnthropicToOpenAIStream, OpenAIToAnthropic
 from concord.translate.usage import StreamUsageMeter, Usage, usage_from_anthropic, usage_from_openai
 
 JSON = dict[str, Any]
-# Anthropic's `max_tokens` for a client that set no limit, when the catalog names none either
-DEFAULT_OUTPUT_LIMIT = 4096
 _DONE = b"data: [DONE]\n\n"
 _DONE_EVENT = SSEEvent(data="[DONE]")
 
@@ -80,7 +79,7 @@ class Bridge:
         `output_limit`: the catalog model's `max_output_tokens`, for an upstream that requires
         a limit the client did not set (Anthropic's `max_tokens`)."""
         try:
-            out = self._translated(body, output_limit or DEFAULT_OUTPUT_LIMIT)
+            out = self._translated(body, output_limit or DEFAULT_MAX_TOKENS)
         except Untranslatable as exc:
             raise InvalidRequest(str(exc), param=exc.param) from None
         out["model"] = upstream_model

@@ -63,6 +63,7 @@ from concord.state import RateLimited as LimitHit
 from concord.state.budgets import OK as NO_BUDGET
 from concord.state.budgets import BudgetPlan, budget_plan, grant_for
 from concord.state.cache import encode_entry
+from concord.state.principal import key_ident
 from concord.state.ratelimit import NO_GRANT, RatePlan, rate_plan
 from concord.translate.usage import Usage
 
@@ -410,7 +411,7 @@ def _no_budget(graph: Graph, workspace: str) -> BudgetRule | None:
 
 
 def principal_ids(ctx: RequestContext) -> Mapping[str, str | None]:
-    return {"key": ctx.key_ident, "workspace": ctx.workspace, "user": ctx.user}
+    return {"key": key_ident(ctx.key, ctx.key_id), "workspace": ctx.workspace, "user": ctx.user}
 
 
 def _per_principal(

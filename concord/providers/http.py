@@ -66,7 +66,7 @@ from concord.providers.keys import (
     cools_every_model,
     rate_limit_reset,
 )
-from concord.providers.sse import SSEParser, is_error_event
+from concord.providers.sse import SSEParser, is_error_event, stream_error_status
 from concord.translate.anthropic_openai import error_message, is_context_length_message
 from concord.translate.replay import anthropic_events, chat_chunks, completion_chunks
 
@@ -87,21 +87,6 @@ _URL_CACHE_SIZE = 256  # parsed upstream URLs kept per adapter (Azure's vary wit
 # than fail: a retry that slept the upstream's Retry-After on the loop's millisecond timers can
 # wake a hair before the key's cooldown (the same Retry-After) ends.
 KEY_READY_GRACE = 0.05
-
-# The HTTP status an error event inside a 200 stream stands for, by its error `type` (or `code`):
-# Anthropic's types, then OpenAI's.
-_STREAM_ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "rate_limit_exceeded": 429,
-    "api_error": 500,
-    "server_error": 500,
-    "overloaded_error": 529,
-}
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -143,27 +128,6 @@ def _error_code(body: Any) -> str:
     if isinstance(error, dict):
         return f"{error.get('code') or ''} {error.get('type') or ''}"
     return ""
-
-
-def _stream_error_status(body: Any) -> int | None:
-    """The status an SSE event's data stands for when it is an error event, else None.
-
-    Anthropic: `{"type": "error", "error": {"type": "overloaded_error", ...}}`; OpenAI:
-    `{"error": {"message": ..., "type": "server_error", ...}}`. Unknown kinds count as 502."""
-    if not isinstance(body, dict):
-        return None
-    error = body.get("error")
-    if body.get("type") != "error" and not error:
-        return None
-    if isinstance(error, dict):
-        code = error.get("code")
-        if isinstance(code, int) and 400 <= code <= 599:  # vLLM and others put the status here
-            return code
-        for name in (error.get("type"), code):
-            status = _STREAM_ERROR_STATUS.get(name) if isinstance(name, str) else None
-            if status is not None:
-                return status
-    return 502
 
 
 def _describe(error: Exception) -> str:
@@ -438,7 +402,7 @@ class HTTPProvider:
         if event is None or not is_error_event(event):
             return None
         raw = event.data.encode()
-        status = _stream_error_status(_decode_body(raw))
+        status = stream_error_status(_decode_body(raw))
         if status is None and event.event == "error":
             status = 502  # named an error, says nothing we can read
         return None if status is None else self.status_error(status, stream.headers, raw)
@@ -452,7 +416,7 @@ class HTTPProvider:
         it stands for; anything else (an empty body, a web page) is a 502, which may still fail
         over since nothing reached the client (SPEC §2.5)."""
         body = _decode_body(raw) if raw.strip() else None
-        status = _stream_error_status(body)
+        status = stream_error_status(body)
         if status is not None:
             return self.status_error(status, stream.headers, raw)
         events = _answer_events(endpoint, body)

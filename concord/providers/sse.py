@@ -9,6 +9,7 @@ including inside a multi-byte character or between CR and LF.
 from __future__ import annotations
 
 import codecs
+from typing import Any
 
 import orjson
 
@@ -111,3 +112,43 @@ def is_error_event(event: SSEEvent) -> bool:
     return isinstance(payload, dict) and (
         payload.get("type") == "error" or bool(payload.get("error"))
     )
+
+
+# The HTTP status an error event inside a stream stands for, by its error `type` (or `code`):
+# Anthropic's types, then OpenAI's. Read by the adapters (a 200 stream that opens with an error)
+# and by the stream translation (so an Anthropic client reads a rate limit as one).
+STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "api_error": 500,
+    "server_error": 500,
+    "overloaded_error": 529,
+    "overloaded": 529,
+}
+
+
+def stream_error_status(body: Any) -> int | None:
+    """The status an SSE event's data stands for when it is an error event, else None.
+
+    Anthropic: `{"type": "error", "error": {"type": "overloaded_error", ...}}`; OpenAI:
+    `{"error": {"message": ..., "type": "server_error", ...}}`. Unknown kinds count as 502."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if body.get("type") != "error" and not error:
+        return None
+    if isinstance(error, dict):
+        code = error.get("code")
+        if isinstance(code, int) and 400 <= code <= 599:  # vLLM and others put the status here
+            return code
+        for name in (error.get("type"), code):
+            status = STREAM_ERROR_STATUS.get(name) if isinstance(name, str) else None
+            if status is not None:
+                return status
+    return 502

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from concord.records.db import Database
 from concord.records.errors import InvalidRecord
 from concord.records.tables import usage
+from concord.state.principal import KEY_ID_PREFIX
 
 GroupField = Literal["workspace", "key", "user", "model"]
 GROUP_COLUMNS: Mapping[str, Any] = {
@@ -26,10 +27,9 @@ GROUP_COLUMNS: Mapping[str, Any] = {
 SpendScope = Literal["workspace", "key", "user", "global"]
 _SCOPE_COLUMNS: Mapping[str, Any] = {
     "workspace": usage.c.workspace,
-    # per-key budgets count a key as the gateway does (`RequestContext.key_ident`): a database
-    # key by its id, names repeating across workspaces; a declared key by its unique name
+    # per-key budgets count a key as the gateway does (`concord.state.principal.key_ident`)
     "key": sa.case(
-        (usage.c.key_id.is_not(None), sa.literal("id:") + usage.c.key_id),
+        (usage.c.key_id.is_not(None), sa.literal(KEY_ID_PREFIX) + usage.c.key_id),
         else_=usage.c.key_name,
     ),
     "user": usage.c.user,

@@ -10,6 +10,17 @@ PrincipalIds = Mapping[str, str | None]
 """`{"key": ..., "workspace": ..., "user": ...}`; a missing or None id means "not known"."""
 
 
+# Before a database key's id in `key_ident`: it cannot be mistaken for a declared key's name.
+KEY_ID_PREFIX = "id:"
+
+
+def key_ident(name: str | None, key_id: str | None) -> str | None:
+    """Who per-key limits and budgets count against (SPEC §2.6, §2.7): a database key by its id
+    (names repeat across workspaces), a declared key by its name, unique in the config. The
+    usage log's rebuild of spend reads the same from its key_id and key_name columns."""
+    return KEY_ID_PREFIX + key_id if key_id else name
+
+
 def scope_id(per: str, ids: PrincipalIds) -> str | None:
     """The id a rule with scope `per` counts against, or None when the request has none.
 

@@ -73,6 +73,9 @@ ANTHROPIC_TO_OPENAI_EFFORT: dict[str, str] = {
     level: level for level in ("low", "medium", "high", "xhigh", "max")
 }
 
+# Anthropic requires `max_tokens`: what an OpenAI request that sets no limit gets, unless the
+# catalog model names its own (`max_output_tokens`).
+DEFAULT_MAX_TOKENS = 4096
 # OpenAI requires a name for a json_schema response format; Anthropic's format has none.
 RESPONSE_FORMAT_NAME = "response"
 
@@ -421,7 +424,9 @@ def _anthropic_document_to_openai(block: JSON) -> list[JSON]:
 # ---- OpenAI request -> Anthropic request -------------------------------------------------------
 
 
-def openai_request_to_anthropic(body: JSON, *, default_max_tokens: int = 4096) -> JSON:
+def openai_request_to_anthropic(
+    body: JSON, *, default_max_tokens: int = DEFAULT_MAX_TOKENS
+) -> JSON:
     """A Chat Completions request as a Messages request; raises `Untranslatable` for content,
     tools or a tool choice that cannot be carried."""
     system, messages = _openai_messages_to_anthropic(body.get("messages") or [])

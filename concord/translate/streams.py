@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from concord.providers.base import SSEEvent
+from concord.providers.sse import stream_error_status
 from concord.translate.anthropic_openai import (
     ANTHROPIC_TO_OPENAI_FINISH,
     anthropic_error_to_openai,
@@ -82,9 +83,9 @@ class OpenAIToAnthropicStream:
         chunk = _loads(event.data)
         if chunk is None:
             return []
-        if chunk.get("error"):  # `"error": null` on every chunk (some servers) is no error
+        status = stream_error_status(chunk)  # `"error": null` (some servers) is no error
+        if status is not None:
             self._finished = True
-            status = _status_of_stream_error(chunk["error"])
             return [_anthropic_event(openai_error_to_anthropic(chunk, status))]
         out = self._start(chunk)
         if isinstance(chunk.get("usage"), dict):
@@ -356,27 +357,3 @@ class AnthropicToOpenAIStream:
             return self._chunk({"function_call": {"arguments": text}})
         call = {"index": position, "function": {"arguments": text}}
         return self._chunk({"tool_calls": [call]})
-
-
-# An OpenAI-format error event carries no HTTP status: its `type` or `code` says what it was,
-# so an Anthropic client still reads a rate limit or an overload for what it is.
-_STREAM_ERROR_STATUS = {
-    "rate_limit_exceeded": 429,
-    "rate_limit_error": 429,
-    "insufficient_quota": 429,
-    "overloaded": 529,
-    "overloaded_error": 529,
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-}
-
-
-def _status_of_stream_error(error: Any) -> int:
-    if isinstance(error, dict):
-        for field in ("code", "type"):
-            status = _STREAM_ERROR_STATUS.get(str(error.get(field)))
-            if status is not None:
-                return status
-    return 500

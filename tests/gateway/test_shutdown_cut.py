@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import anthropic
 import openai
@@ -49,55 +49,58 @@ def crashes(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "Exception in ASGI" in r.getMessage()]
 
 
-async def test_an_openai_stream_cut_at_shutdown_ends_with_an_error_the_sdk_raises(
-    make_gateway: MakeGateway,
-    live: Callable[..., LiveServer],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+async def streaming(
+    make_gateway: MakeGateway, live: Callable[..., LiveServer]
+) -> AsyncIterator[tuple[Gateway, LiveServer]]:
+    """A gateway on a real uvicorn with a half-second grace, before an upstream that streams
+    on and on (so every stream through it is still running when the grace runs out)."""
     async with SlowStreamUpstream() as up:
         gw = make_gateway(catalog(f"http://127.0.0.1:{up.port}/v1"))
-        server = live(gw.app, timeout_graceful_shutdown=GRACE)
-        client = openai.AsyncOpenAI(api_key=CLIENT_KEY, base_url=server.url + "/v1", max_retries=0)
-        stream = await client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True
-        )
-        received: list[str | None] = []
-        started = time.monotonic()
-        with pytest.raises(openai.APIError, match="shutting down"):
-            async for chunk in stream:
-                received.append(chunk.choices[0].delta.content)
-                if len(received) == 2:
-                    stop_soon(server)
-        await client.close()
-        assert received[:2] == ["tick ", "tick "]  # what came before the cut was relayed
-        assert time.monotonic() - started < GRACE + 3
-        assert await recorded(gw) == [(503, "shutdown")]
-        assert crashes(caplog) == []
+        yield gw, live(gw.app, timeout_graceful_shutdown=GRACE)
+
+
+async def test_an_openai_stream_cut_at_shutdown_ends_with_an_error_the_sdk_raises(
+    streaming: tuple[Gateway, LiveServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    gw, server = streaming
+    client = openai.AsyncOpenAI(api_key=CLIENT_KEY, base_url=server.url + "/v1", max_retries=0)
+    stream = await client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    received: list[str | None] = []
+    started = time.monotonic()
+    with pytest.raises(openai.APIError, match="shutting down"):
+        async for chunk in stream:
+            received.append(chunk.choices[0].delta.content)
+            if len(received) == 2:
+                stop_soon(server)
+    await client.close()
+    assert received[:2] == ["tick ", "tick "]  # what came before the cut was relayed
+    assert time.monotonic() - started < GRACE + 3
+    assert await recorded(gw) == [(503, "shutdown")]
+    assert crashes(caplog) == []
 
 
 async def test_an_anthropic_stream_cut_at_shutdown_ends_with_an_overloaded_error(
-    make_gateway: MakeGateway,
-    live: Callable[..., LiveServer],
-    caplog: pytest.LogCaptureFixture,
+    streaming: tuple[Gateway, LiveServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with SlowStreamUpstream() as up:
-        gw = make_gateway(catalog(f"http://127.0.0.1:{up.port}/v1"))
-        server = live(gw.app, timeout_graceful_shutdown=GRACE)
-        client = anthropic.AsyncAnthropic(api_key=CLIENT_KEY, base_url=server.url, max_retries=0)
-        texts = 0
-        with pytest.raises(anthropic.APIStatusError) as raised:
-            async with client.messages.stream(
-                model="gpt-4o", max_tokens=100, messages=[{"role": "user", "content": "x"}]
-            ) as stream:
-                async for _ in stream.text_stream:
-                    texts += 1
-                    if texts == 2:
-                        stop_soon(server)
-        await client.close()
-        assert texts >= 2
-        assert raised.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
-        assert await recorded(gw) == [(503, "shutdown")]
-        assert crashes(caplog) == []
+    gw, server = streaming
+    client = anthropic.AsyncAnthropic(api_key=CLIENT_KEY, base_url=server.url, max_retries=0)
+    texts = 0
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        async with client.messages.stream(
+            model="gpt-4o", max_tokens=100, messages=[{"role": "user", "content": "x"}]
+        ) as stream:
+            async for _ in stream.text_stream:
+                texts += 1
+                if texts == 2:
+                    stop_soon(server)
+    await client.close()
+    assert texts >= 2
+    assert raised.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert await recorded(gw) == [(503, "shutdown")]
+    assert crashes(caplog) == []
 
 
 async def test_a_call_still_waiting_at_shutdown_gets_a_503_in_the_clients_format(
